@@ -1,0 +1,217 @@
+"""The device under test: the actions a scenario needs, performed from its file.
+
+A :class:`Device` combines a supply, a console and a :class:`DeviceSpec`.
+It knows nothing of any particular firmware: what to send and what to wait
+for comes from the device file.  It keeps the evidence a verdict needs on
+the harness clock: power cuts (with the rail voltage measured before power
+came back), boots (with the reset cause the firmware printed) and connection
+attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import clock
+from .devicefile import CommandSpec, DeviceSpec, fill
+from .errors import BenchTimeout, HarnessError
+
+log = logging.getLogger(__name__)
+
+
+class SupplyLike(Protocol):
+    def on(self, settle: bool = True, tolerance: float = 0.1, timeout: float = 2.0) -> Any: ...
+    def off(self, discharge_below: float | None = 0.3, min_off: float = 0.0, timeout: float = 5.0) -> Any: ...
+    def set_voltage(self, volts: float) -> Any: ...
+    def measure_voltage(self) -> float: ...
+
+
+class ConsoleLike(Protocol):
+    def mark(self) -> int: ...
+    def expect(self, pattern: str, timeout: float = ..., since: int | None = None) -> Any: ...
+    def send(self, line: str) -> None: ...
+
+
+@dataclass
+class PowerCut:
+    """One interval without power, as the supply saw it."""
+
+    off_mono: float
+    on_mono: float | None = None
+    volts_before_on: float | None = None
+    verified: bool = False
+    kind: str = "off"          # "off" (output switched off) or "brownout" (voltage dipped)
+    dip_volts: float | None = None
+
+
+@dataclass
+class Boot:
+    mono: float
+    cause: str | None
+    line: str
+
+
+@dataclass
+class ConnectAttempt:
+    start_mono: float
+    end_mono: float
+    ok: bool
+    interrupted: bool
+    detail: str
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+class Device:
+    def __init__(self, spec: DeviceSpec, supply: SupplyLike, console: ConsoleLike,
+                 values: dict[str, Any] | None = None):
+        self.spec = spec
+        self.supply = supply
+        self.console = console
+        self.values = dict(values or {})
+        self.cuts: list[PowerCut] = []
+        self.boots: list[Boot] = []
+        self.connects: list[ConnectAttempt] = []
+        self.powered = False
+
+    # -- power ------------------------------------------------------------
+    def power_on(self, wait_boot: bool = True, timeout: float | None = None) -> Boot | None:
+        volts = None
+        if self.cuts and self.cuts[-1].on_mono is None:
+            try:
+                volts = self.supply.measure_voltage()
+            except HarnessError:
+                volts = None
+        mark = self.console.mark()
+        self.supply.on(settle=True, tolerance=self.spec.supply.settle_tolerance)
+        now = clock.now()
+        if self.cuts and self.cuts[-1].on_mono is None:
+            self.cuts[-1].on_mono = now
+            self.cuts[-1].volts_before_on = volts
+        self.powered = True
+        if not wait_boot:
+            return None
+        return self.wait_boot(mark, timeout)
+
+    def wait_boot(self, mark: int, timeout: float | None = None) -> Boot:
+        fw = self.spec.firmware
+        cause = None
+        cause_line = ""
+        if fw.reset_cause:
+            m = self.console.expect(fw.reset_cause, timeout=timeout or fw.boot_timeout, since=mark)
+            cause = m.match.group("cause")
+            cause_line = m.line.text
+        ready = self.console.expect(fw.boot_ready, timeout=timeout or fw.boot_timeout, since=mark)
+        boot = Boot(mono=ready.line.mono, cause=cause, line=cause_line or ready.line.text)
+        self.boots.append(boot)
+        log.info("device booted (reset cause %s)", cause)
+        return boot
+
+    def power_off(self, off_time: float | None = None, verify: bool = True) -> PowerCut:
+        """Cut power; with ``verify`` wait until the rail is really discharged."""
+        s = self.spec.supply
+        min_off = s.min_off if off_time is None else off_time
+        cut = PowerCut(off_mono=clock.now(), verified=verify)
+        self.cuts.append(cut)
+        self.powered = False
+        if verify:
+            self.supply.off(discharge_below=s.discharge_below, min_off=min_off, timeout=s.discharge_timeout)
+        else:
+            self.supply.off(discharge_below=None, min_off=0.0)
+            if min_off > 0:
+                time.sleep(min_off)
+        cut.off_mono = self._last_off_mono(cut.off_mono)
+        return cut
+
+    def note_external_cut(self, mono: float) -> None:
+        """A trigger cut the power (from the console reader thread)."""
+        self.cuts.append(PowerCut(off_mono=mono, verified=False))
+        self.powered = False
+
+    def _last_off_mono(self, fallback: float) -> float:
+        events = getattr(self.supply, "events", None) or []
+        for event in reversed(events):
+            if getattr(event, "kind", None) == "off":
+                return float(event.mono)
+        return fallback
+
+    def power_cycle(self, off_time: float | None = None, verify: bool = True) -> Boot | None:
+        self.power_off(off_time, verify)
+        return self.power_on()
+
+    def brownout(self, volts: float, duration: float, wait_boot: bool = True) -> Boot | None:
+        """Dip the rail to ``volts`` for ``duration`` seconds, then restore it."""
+        nominal = self.spec.supply.voltage
+        mark = self.console.mark()
+        cut = PowerCut(off_mono=clock.now(), kind="brownout", dip_volts=volts, verified=False)
+        self.cuts.append(cut)
+        self.supply.set_voltage(volts)
+        time.sleep(duration)
+        try:
+            cut.volts_before_on = self.supply.measure_voltage()
+        except HarnessError:
+            pass
+        self.supply.set_voltage(nominal)
+        cut.on_mono = clock.now()
+        if not wait_boot:
+            return None
+        return self.wait_boot(mark)
+
+    # -- shell ------------------------------------------------------------
+    def command(self, name: str, timeout: float | None = None, **args: Any) -> ConnectAttempt:
+        spec = self.spec.firmware.commands.get(name)
+        if spec is None:
+            raise HarnessError(f"{self.spec.path}: the device file has no firmware command '{name}' "
+                               f"(has: {', '.join(sorted(self.spec.firmware.commands)) or 'none'})")
+        return self._run(spec, timeout, args)
+
+    def has_command(self, name: str) -> bool:
+        return name in self.spec.firmware.commands
+
+    def connect(self, host: str, port: int, version: str = "auto", sni: str = "",
+                timeout: float | None = None) -> ConnectAttempt:
+        if self.spec.firmware.autoconnect:
+            raise HarnessError("this device connects by itself after boot; use a power step instead")
+        return self.command("connect", timeout, host=host, port=port, version=version, sni=sni)
+
+    def _run(self, spec: CommandSpec, timeout: float | None, args: dict[str, Any]) -> ConnectAttempt:
+        start = clock.now()
+        mark = self.console.mark()
+        if spec.send is not None:
+            line = fill(spec.send, {**self.values, **args}, f"firmware.commands.{spec.name}.send")
+            self.console.send(" ".join(line.split()) if "  " in line or line.endswith(" ") else line)
+        if spec.ok is None:
+            return ConnectAttempt(start, clock.now(), True, False, "sent")
+        pattern = spec.ok if spec.fail is None else f"(?:{spec.ok})|(?P<_fail>{spec.fail})"
+        wait = timeout or spec.timeout
+        deadline = clock.now() + wait
+        while True:
+            # Wait in slices: a trigger may cut the power mid-command, and then
+            # no answer will ever come; waiting out the full timeout would hide
+            # what happened and waste the run.
+            if not self.powered:
+                attempt = ConnectAttempt(start, clock.now(), False, True, "power was cut during the command")
+                if spec.name == "connect":
+                    self.connects.append(attempt)
+                return attempt
+            try:
+                m = self.console.expect(pattern, timeout=min(0.25, max(0.01, deadline - clock.now())),
+                                        since=mark)
+                break
+            except BenchTimeout as exc:
+                if clock.now() >= deadline:
+                    raise BenchTimeout(f"{spec.name}: no answer matching {spec.ok!r} within {wait:.1f} s\n{exc}") \
+                        from None
+        groups = {k: v for k, v in m.match.groupdict().items() if v is not None and not k.startswith("_")}
+        failed = m.match.groupdict().get("_fail") is not None
+        fail_groups = {}
+        if failed and spec.fail:
+            fm = re.search(spec.fail, m.line.text)
+            fail_groups = {k: v for k, v in (fm.groupdict() if fm else {}).items() if v is not None}
+        attempt = ConnectAttempt(start, m.line.mono, not failed, False, m.line.text, {**groups, **fail_groups})
+        if spec.name == "connect":
+            self.connects.append(attempt)
+        return attempt

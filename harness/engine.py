@@ -1,0 +1,333 @@
+"""Runs a scenario's steps against live bench objects and judges the result.
+
+The engine is plain Python: it gets a :class:`Rig` (device, supply, console,
+reference server, run directory) from whoever owns the hardware (the pytest
+fixtures, or a script) and never creates or tears down hardware itself, so a
+failing step can never leave the bench in an unknown state: the owner's
+teardown puts it back in its safe state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import clock, verdict
+from .device import Device
+from .devicefile import DeviceSpec
+from .errors import HarnessError
+from .scenario import Scenario, Step, substitute
+
+log = logging.getLogger(__name__)
+
+#: Server settings every scenario starts from; a scenario's ``server:`` overrides them.
+SERVER_DEFAULTS: dict[str, Any] = {"versions": ("TLSv1.2", "TLSv1.3"), "tickets": True, "ticket_lifetime": 7200,
+                                   "tls13_tickets": 2, "session_cache": True}
+
+
+def server_knobs(settings: dict[str, Any]) -> dict[str, Any]:
+    """Scenario-file names for server settings -> the reference server's knobs."""
+    knobs = dict(settings)
+    if "lifetime" in knobs:
+        knobs["ticket_lifetime"] = int(knobs.pop("lifetime"))
+    if isinstance(knobs.get("versions"), str):
+        knobs["versions"] = (knobs["versions"],)
+    elif "versions" in knobs:
+        knobs["versions"] = tuple(knobs["versions"])
+    return knobs
+_VERSION_ARG = {"tls1.2": "tls1.2", "tls1.3": "tls1.3", "auto": "auto"}
+
+
+class ScenarioFailure(HarnessError):
+    """The device did not do what the scenario expects; carries the verdict."""
+
+    def __init__(self, step: Step, message: str, judged: verdict.Verdict | None = None):
+        self.step = step
+        self.verdict = judged
+        super().__init__(f"{step.where}: {step.action}: {message}")
+
+
+class ScenarioSkip(HarnessError):
+    """The bench cannot run this scenario (e.g. the device has no command it needs)."""
+
+
+@dataclass
+class Rig:
+    """The live objects a scenario runs against."""
+
+    spec: DeviceSpec
+    device: Device
+    supply: Any
+    console: Any
+    server: Any
+    values: dict[str, Any] = field(default_factory=dict)
+    servers: dict[str, Any] = field(default_factory=dict)   # extra reference servers by name
+    flash_file: Path | None = None
+
+
+@dataclass
+class Trace:
+    """What happened during one scenario run, on the harness clock."""
+
+    start: float
+    steps: list[tuple[float, str]] = field(default_factory=list)
+    verdicts: list[verdict.Verdict] = field(default_factory=list)
+    server_mark: int = 0
+    console_mark: int = 0
+    cut_index_start: int = 0
+    boot_index_start: int = 0
+    connect_index_start: int = 0
+    end: float | None = None
+
+
+class Engine:
+    def __init__(self, rig: Rig, scenario: Scenario, params: dict[str, Any], *,
+                 on_step: Callable[[Step, dict[str, Any]], None] | None = None):
+        self.rig = rig
+        self.scenario = scenario
+        self.params = dict(params)
+        self.on_step = on_step
+        self.trace = Trace(start=clock.now())
+        self._last_connect_mono: float | None = None
+        self._trigger: Any = None
+        self._trigger_pattern: str | None = None
+        #: console position at the start of the last step that is not an
+        #: expectation: an expect_console looks from there, so it sees what
+        #: the action before it made the device print
+        self._step_mark: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    def check_requirements(self) -> None:
+        for name in self.scenario.requires:
+            if name == "corrupt_session" and self.rig.flash_file is not None:
+                continue
+            if not self.rig.device.has_command(name):
+                raise ScenarioSkip(f"{self.scenario.file}: needs device command '{name}', which "
+                                   f"{self.rig.spec.path} does not define")
+
+    def prepare(self) -> None:
+        """Known state: server settings as the scenario says, power off, session erased."""
+        self.rig.server.configure(**{**SERVER_DEFAULTS, **server_knobs(self.scenario.server)})
+        dev = self.rig.device
+        dev.power_off(verify=True)
+        if not self.scenario.keep_session:
+            self._erase_session()
+        t = self.trace
+        t.server_mark = self.rig.server.mark()
+        t.console_mark = self.rig.console.mark()
+        t.cut_index_start = len(dev.cuts)
+        t.boot_index_start = len(dev.boots)
+        t.connect_index_start = len(dev.connects)
+        t.start = clock.now()
+
+    def _erase_session(self) -> None:
+        dev = self.rig.device
+        if dev.has_command("erase_session"):
+            dev.power_on()
+            dev.command("erase_session")
+            dev.power_off(verify=True)
+        elif self.rig.flash_file is not None:
+            Path(self.rig.flash_file).write_bytes(b"\xff" * Path(self.rig.flash_file).stat().st_size)
+        else:
+            raise ScenarioSkip(f"cannot start from an erased session: {self.rig.spec.path} has no "
+                               "erase_session command; set keep_session: true in the scenario to run anyway")
+
+    def run(self) -> Trace:
+        self.check_requirements()
+        self.prepare()
+        try:
+            self._run_steps(self.scenario.steps, depth=0)
+        finally:
+            self._disarm()
+            self.trace.end = clock.now()
+        return self.trace
+
+    # -- evidence ----------------------------------------------------------------
+    def evidence(self) -> verdict.Evidence:
+        t = self.trace
+        dev = self.rig.device
+        s = self.rig.spec
+        return verdict.Evidence(
+            records=self.rig.server.since(t.server_mark),
+            cuts=dev.cuts[t.cut_index_start:],
+            boots=dev.boots[t.boot_index_start:],
+            lines=[ln for ln in self.rig.console.lines if ln.mono >= t.start],
+            connects=dev.connects[t.connect_index_start:],
+            session_stored=s.firmware.session_stored,
+            brownout_threshold=s.supply.brownout_threshold,
+            discharge_below=s.supply.discharge_below,
+        )
+
+    # -- steps ------------------------------------------------------------------
+    def _run_steps(self, steps: list[Step], depth: int) -> None:
+        for step in steps:
+            args = substitute(step.args, self.params)
+            self.trace.steps.append((clock.now(), f"{'  ' * depth}{step.action} {args if args else ''}".rstrip()))
+            if self.on_step:
+                self.on_step(step, args)
+            if not step.action.startswith("expect_"):
+                self._step_mark = self.rig.console.mark()
+            log.info("step %s %s", step.action, args)
+            handler = getattr(self, f"_step_{step.action}")
+            try:
+                handler(step, args)
+            except ScenarioFailure:
+                raise
+            except HarnessError as exc:
+                raise ScenarioFailure(step, str(exc)) from None
+
+    def _off_time(self, args: dict[str, Any]) -> tuple[float | None, bool]:
+        off = args.get("off_time", "discharged")
+        verify = bool(args.get("verify", True))
+        if off == "discharged":
+            return None, verify
+        return float(off), verify
+
+    def _step_power_on(self, step: Step, args: dict[str, Any]) -> None:
+        if self._trigger is not None:
+            fired = getattr(self._trigger, "fired", None)
+            self._disarm()
+            if not fired:
+                raise ScenarioFailure(step, f"cut_power_when: the line {self._trigger_pattern!r} never appeared, "
+                                      "so power was never cut there")
+        dev = self.rig.device
+        if dev.cuts and dev.cuts[-1].on_mono is None and not dev.cuts[-1].verified:
+            # Cut by a trigger: make sure the rail really discharged before power returns.
+            s = self.rig.spec.supply
+            self.rig.supply.off(discharge_below=s.discharge_below, min_off=s.min_off, timeout=s.discharge_timeout)
+            dev.cuts[-1].verified = True
+        dev.power_on(wait_boot=args.get("wait_boot", True), timeout=args.get("timeout"))
+
+    def _step_power_off(self, step: Step, args: dict[str, Any]) -> None:
+        off, verify = self._off_time(args)
+        self.rig.device.power_off(off, verify)
+
+    def _step_power_cycle(self, step: Step, args: dict[str, Any]) -> None:
+        off, verify = self._off_time(args)
+        dev = self.rig.device
+        dev.power_off(off, verify)
+        mark = self.rig.console.mark()
+        dev.power_on(wait_boot=False)
+        if verify:
+            dev.wait_boot(mark)
+        else:
+            # The rail may not have fallen far enough to reset the device: a boot
+            # is not guaranteed, and the verdict will say so.
+            try:
+                dev.wait_boot(mark, timeout=min(2.0, self.rig.spec.firmware.boot_timeout))
+            except HarnessError:
+                log.info("no boot after an unverified power cycle")
+
+    def _step_cut_power_when(self, step: Step, args: dict[str, Any]) -> None:
+        dev = self.rig.device
+        supply = self.rig.supply
+
+        def cut() -> None:
+            mono = clock.now()
+            supply.off(discharge_below=None, min_off=0.0)
+            dev.note_external_cut(mono)
+
+        self._disarm()
+        self._trigger_pattern = args["line"]
+        self._trigger = self.rig.console.trigger(args["line"], cut, delay=float(args.get("delay", 0.0)))
+
+    def _disarm(self) -> None:
+        if self._trigger is not None:
+            cancel = getattr(self._trigger, "cancel", None)
+            if cancel:
+                cancel()
+        self._trigger = None
+
+    def _step_brownout(self, step: Step, args: dict[str, Any]) -> None:
+        self.rig.device.brownout(float(args["volts"]), float(args["duration"]), wait_boot=args.get("wait_boot", True))
+
+    def _step_wait(self, step: Step, args: dict[str, Any]) -> None:
+        time.sleep(float(args["seconds"]))
+
+    def _step_connect(self, step: Step, args: dict[str, Any]) -> None:
+        name = args.get("server", "primary")
+        server = self.rig.server if name == "primary" else self.rig.servers.get(name)
+        if server is None:
+            raise ScenarioFailure(step, f"no reference server named {name!r} on this bench "
+                                  f"(have: primary{', ' + ', '.join(self.rig.servers) if self.rig.servers else ''})")
+        version = _VERSION_ARG[args.get("version", "auto")]
+        sni = args.get("sni") or server.names[0]
+        self._last_connect_mono = clock.now()
+        attempt = self.rig.device.connect(self.rig.spec.server.reach_host, server.port, version, sni,
+                                          timeout=args.get("timeout"))
+        expect = args.get("expect", "any" if self._trigger is not None else "ok")
+        if attempt.interrupted and self._trigger is not None:
+            return
+        if expect == "ok" and not attempt.ok:
+            tail = "\n".join(f"  {ln.text}" for ln in self.rig.console.lines[-12:])
+            raise ScenarioFailure(step, f"the device reported a failed connection: {attempt.detail}\n{tail}")
+        if expect == "fail" and attempt.ok:
+            raise ScenarioFailure(step, f"the connection was expected to fail but succeeded: {attempt.detail}")
+
+    def _step_device(self, step: Step, args: dict[str, Any]) -> None:
+        extra = dict(args.get("args") or {})
+        if args["command"] == "set_clock" and "unix" in extra:
+            extra.setdefault("iso", "")
+        attempt = self.rig.device.command(args["command"], timeout=args.get("timeout"), **extra)
+        if not attempt.ok:
+            raise ScenarioFailure(step, f"device command {args['command']!r} failed: {attempt.detail}")
+
+    def _step_send(self, step: Step, args: dict[str, Any]) -> None:
+        self.rig.console.send(args["line"])
+
+    def _step_expect_console(self, step: Step, args: dict[str, Any]) -> None:
+        self.rig.console.expect(args["pattern"], timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
+
+    def _step_server(self, step: Step, args: dict[str, Any]) -> None:
+        knobs = server_knobs({k: v for k, v in args.items() if k != "rotate_keys"})
+        if knobs:
+            self.rig.server.configure(**knobs)
+        if args.get("rotate_keys"):
+            self.rig.server.rotate_keys()
+
+    def _step_corrupt_session(self, step: Step, args: dict[str, Any]) -> None:
+        dev = self.rig.device
+        if dev.powered:
+            raise ScenarioFailure(step, "corrupt the stored session while power is off (add a power_off step)")
+        if self.rig.flash_file is not None:
+            path = Path(self.rig.flash_file)
+            data = bytearray(path.read_bytes())
+            rng = random.Random(args.get("seed", 1))
+            used = [i for i, b in enumerate(data) if b != 0xFF] or list(range(len(data)))
+            for index in rng.sample(used, min(int(args.get("bytes", 8)), len(used))):
+                data[index] ^= 0xFF if data[index] in (0, 0xFF) else (1 << rng.randrange(8))
+            path.write_bytes(bytes(data))
+            log.info("flipped %d bytes in %s", int(args.get("bytes", 8)), path)
+            return
+        dev.power_on()
+        dev.command("corrupt_session")
+        dev.power_off(verify=True)
+
+    def _step_expect_server(self, step: Step, args: dict[str, Any]) -> None:
+        ev = self.evidence()
+        outcome = args["outcome"]
+        if outcome == "resumed_across_power_loss":
+            judged = verdict.resumed_across_power_loss(ev, cut_index=int(args.get("cut", -1)))
+        elif outcome == "no_handshake":
+            since = self._last_connect_mono or self.trace.start
+            seen = ev.records_between(since)
+            judged = verdict.Verdict(not seen, "no-handshake" if not seen else verdict.UNEXPECTED_RESUME,
+                                     "no handshake reached the server" if not seen else
+                                     f"{len(seen)} handshake(s) reached the server", records=seen[:3])
+        else:
+            since = self._last_connect_mono
+            if since is None:
+                raise ScenarioFailure(step, "expect_server needs a connect step before it")
+            judged = verdict.check_first_after(ev, since, outcome.replace("_", "-"), args.get("reason"))
+        self.trace.verdicts.append(judged)
+        if not judged.ok:
+            raise ScenarioFailure(step, judged.explain(), judged)
+        log.info("verdict: %s", judged.summary)
+
+    def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
+        for _ in range(int(args["times"])):
+            self._run_steps(step.steps, depth=1)

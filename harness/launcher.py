@@ -1,0 +1,120 @@
+"""Bring a bench up from its device file: run a command, read what it prints.
+
+The simulated bench is started this way, and so can anything a lab needs
+before a run (a ser2net, a relay daemon).  The harness learns where the
+supply and the UART are from the lines the command prints, so it never needs
+to know it is talking to a simulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .devicefile import BenchSpec
+from .errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LaunchedBench:
+    """A running bench process and the resources it announced."""
+
+    process: subprocess.Popen
+    resources: dict[str, str]
+    log_path: Path
+    _tail: deque = field(default_factory=lambda: deque(maxlen=50))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the bench by its own handle: SIGTERM, then SIGKILL if it hangs."""
+        proc = self.process
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("bench pid %d ignored SIGTERM; killing it", proc.pid)
+                proc.kill()
+                proc.wait(timeout)
+        if proc.stdout:
+            proc.stdout.close()
+
+    def __enter__(self) -> "LaunchedBench":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> LaunchedBench:
+    """Start ``argv`` (the filled ``bench.start``) and wait for its ready line."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    except OSError as exc:
+        log_file.close()
+        raise HarnessError(f"bench.start: cannot run {argv[0]!r}: {exc}") from None
+    finally:
+        pass
+    log_file.close()
+    patterns = {name: re.compile(rx) for name, rx in spec.resources.items()}
+    ready = re.compile(spec.ready)
+    resources: dict[str, str] = {}
+    seen: deque[str] = deque(maxlen=20)
+    lines: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with open(log_path, "a", encoding="utf-8") as out:
+                out.write(f"[stdout] {line}\n")
+            if not done.is_set():
+                lines.append(line)
+                if ready.search(line):
+                    done.set()
+        done.set()
+
+    thread = threading.Thread(target=reader, name="bench-stdout", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + spec.timeout
+    while not done.wait(0.05):
+        if time.monotonic() > deadline:
+            break
+    for line in lines:
+        seen.append(line)
+        for name, rx in patterns.items():
+            m = rx.search(line)
+            if m and name not in resources:
+                resources[name] = m.group("value")
+    bench = LaunchedBench(proc, resources, log_path)
+    if proc.poll() is not None or not any(ready.search(x) for x in lines):
+        bench.close()
+        why = f"exited with code {proc.returncode}" if proc.returncode is not None else \
+            f"did not print its ready line within {spec.timeout:.0f} s"
+        tail = _tail(log_path)
+        raise HarnessError(f"bench {' '.join(argv)!r} {why}; see {log_path}\n{tail}")
+    missing = sorted(set(patterns) - set(resources))
+    if missing:
+        bench.close()
+        raise HarnessError(f"bench did not announce {', '.join(missing)}; it printed: " + " | ".join(seen))
+    log.info("bench up: %s", ", ".join(f"{k}={v}" for k, v in resources.items()))
+    return bench
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,147 @@
+"""The run directory: the test record as the product of a run.
+
+Each scenario run gets a folder with what a firmware developer needs the next
+morning: the console capture, the server's handshake records (JSON lines),
+the supply log, a short human-readable timeline that puts all of them on one
+clock, and ``result.json``.  A run-level summary adds up handshakes and what
+resumption saved (bytes on the wire, time) against full handshakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .clock import iso, wall_from_mono
+from .verdict import _get, describe, hhmmss
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:120] or "test"
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(record):
+        return dataclasses.asdict(record)
+    if isinstance(record, dict):
+        return dict(record)
+    return dict(vars(record))
+
+
+@dataclass
+class ScenarioResult:
+    nodeid: str
+    outcome: str
+    duration_s: float
+    handshakes: int = 0
+    full: int = 0
+    resumed: int = 0
+    full_bytes: list[int] = field(default_factory=list)
+    resumed_bytes: list[int] = field(default_factory=list)
+    full_ms: list[float] = field(default_factory=list)
+    resumed_ms: list[float] = field(default_factory=list)
+    verdict: str = ""
+    run_dir: str = ""
+
+
+def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[Any],
+                  lines: Iterable[Any], supply_events: Iterable[Any], steps: Iterable[tuple[float, str]],
+                  cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str) -> ScenarioResult:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    lines = list(lines)
+    events: list[tuple[float, str, str]] = []
+    with open(run_dir / "console.log", "w", encoding="utf-8") as out:
+        for ln in lines:
+            out.write(f"{iso(ln.wall)} {ln.mono:.6f} {ln.text}\n")
+            events.append((ln.mono, "console", ln.text))
+    with open(run_dir / "handshakes.jsonl", "w", encoding="utf-8") as out:
+        for rec in records:
+            out.write(json.dumps(_as_dict(rec), sort_keys=True) + "\n")
+            events.append((_get(rec, "mono"), "server", describe(rec)))
+    with open(run_dir / "supply.jsonl", "w", encoding="utf-8") as out:
+        for ev in supply_events:
+            data = _as_dict(ev)
+            out.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+            kind = data.get("kind", "")
+            if kind in ("on", "off", "discharged", "voltage", "safe", "trip"):
+                volts = data.get("volts")
+                detail = data.get("detail") or ""
+                text = f"supply {kind}" + (f" {volts:.3f} V" if isinstance(volts, (int, float)) else "")
+                events.append((data.get("mono", 0.0), "supply", f"{text} {detail}".rstrip()))
+    for mono, text in steps:
+        events.append((mono, "step", text))
+    for cut in cuts:
+        if getattr(cut, "on_mono", None) is not None:
+            volts = getattr(cut, "volts_before_on", None)
+            events.append((cut.on_mono, "power", f"power back after {cut.on_mono - cut.off_mono:.3f} s off"
+                           + (f", rail was {volts:.2f} V" if volts is not None else "")))
+    for boot in boots:
+        events.append((boot.mono, "device", f"booted, reset cause {boot.cause}"))
+    events.sort(key=lambda e: e[0])
+    with open(run_dir / "timeline.txt", "w", encoding="utf-8") as out:
+        out.write(f"# {nodeid}: {outcome}\n")
+        out.write(f"# start {iso(wall_from_mono(start))}, {end - start:.2f} s\n")
+        for mono, source, text in events:
+            out.write(f"{hhmmss(mono)} {mono - start:9.3f}  {source:<7} {text}\n")
+        if verdict_text:
+            out.write("\n" + verdict_text + "\n")
+    result = summarize(nodeid, outcome, end - start, records, verdict_text, str(run_dir))
+    (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def summarize(nodeid: str, outcome: str, duration: float, records: list[Any], verdict_text: str,
+              run_dir: str) -> ScenarioResult:
+    res = ScenarioResult(nodeid=nodeid, outcome=outcome, duration_s=round(duration, 3),
+                         verdict=verdict_text.splitlines()[0] if verdict_text else "", run_dir=run_dir)
+    for rec in records:
+        if _get(rec, "error") and not _get(rec, "version"):
+            continue
+        res.handshakes += 1
+        size = int(_get(rec, "bytes_in", 0) or 0) + int(_get(rec, "bytes_out", 0) or 0)
+        ms = float(_get(rec, "duration_ms", 0.0) or 0.0)
+        if _get(rec, "resumed"):
+            res.resumed += 1
+            res.resumed_bytes.append(size)
+            res.resumed_ms.append(ms)
+        else:
+            res.full += 1
+            res.full_bytes.append(size)
+            res.full_ms.append(ms)
+    return res
+
+
+def run_summary(results: list[ScenarioResult]) -> list[str]:
+    """The one-screen summary printed at the end of a run."""
+    if not results:
+        return []
+    passed = sum(r.outcome == "passed" for r in results)
+    failed = sum(r.outcome == "failed" for r in results)
+    skipped = sum(r.outcome == "skipped" for r in results)
+    full = sum(r.full for r in results)
+    resumed = sum(r.resumed for r in results)
+    out = [f"scenarios: {len(results)} run, {passed} passed, {failed} failed, {skipped} skipped",
+           f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed)"]
+    fb = [b for r in results for b in r.full_bytes]
+    rb = [b for r in results for b in r.resumed_bytes]
+    fm = [m for r in results for m in r.full_ms]
+    rm = [m for r in results for m in r.resumed_ms]
+    if fb and rb:
+        fbm, rbm = statistics.median(fb), statistics.median(rb)
+        out.append(f"bytes per handshake (median): full {fbm:.0f}, resumed {rbm:.0f}: resumption saves "
+                   f"{fbm - rbm:.0f} bytes ({100 * (fbm - rbm) / fbm:.0f}%)")
+    if fm and rm:
+        fmm, rmm = statistics.median(fm), statistics.median(rm)
+        out.append(f"server-side handshake time (median): full {fmm:.1f} ms, resumed {rmm:.1f} ms: "
+                   f"resumption saves {fmm - rmm:.1f} ms")
+    for r in results:
+        if r.outcome == "failed":
+            out.append(f"FAILED {r.nodeid}: {r.verdict}")
+            out.append(f"       run directory: {r.run_dir}")
+    return out

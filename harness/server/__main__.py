@@ -1,0 +1,148 @@
+"""``python -m harness.server``: the reference server for labs running it apart from pytest.
+
+Why a standalone mode: on a real bench the server often runs on a lab PC
+the device reaches over the LAN, started once, while tests or people watch
+its output.  ``--json`` gives machines one JSON object per line; without it
+people get one readable line per handshake.  Ctrl-C or SIGTERM stops it
+cleanly with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+from .config import ServerConfig, ServerConfigError
+from .records import HandshakeRecord
+from .server import ReferenceServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.server",
+        description="Reference TLS server that records every handshake and its resumption lineage.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; a lab binds its LAN address)")
+    p.add_argument("--port", type=int, default=4433, help="TCP port, 0 = any free port (default 4433)")
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--tls12-only", action="store_true", help="offer TLS 1.2 only")
+    v.add_argument("--tls13-only", action="store_true", help="offer TLS 1.3 only")
+    v.add_argument("--versions", help="comma-separated, e.g. TLSv1.2,TLSv1.3")
+    p.add_argument("--no-tickets", action="store_true", help="issue and accept no session tickets")
+    p.add_argument("--lifetime", type=int, default=7200, metavar="S", help="ticket/session lifetime in seconds")
+    p.add_argument("--tls13-tickets", type=int, default=2, metavar="N", help="TLS 1.3 tickets per full handshake")
+    p.add_argument("--no-session-cache", action="store_true", help="no session-id resumption")
+    p.add_argument("--names", default="server.test,localhost", help="DNS names in the generated certificate")
+    p.add_argument("--ips", default="127.0.0.1,::1", help="IP addresses in the generated certificate")
+    p.add_argument("--key", choices=("ec", "rsa"), default="ec", help="key type (ECDSA P-256 or RSA-2048)")
+    p.add_argument("--cert", type=Path, help="your own certificate chain (PEM)")
+    p.add_argument("--key-file", type=Path, help="its private key (PEM)")
+    p.add_argument("--ca", type=Path, help="the CA the device trusts (PEM)")
+    p.add_argument("--client-cert", action="store_true", help="require a client certificate")
+    p.add_argument("--client-ca", type=Path, help="CA for client certificates (default: the server CA)")
+    p.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument("--log", type=Path, help="handshake log, JSON lines (default: WORKDIR/handshakes.jsonl)")
+    p.add_argument("--workdir", type=Path, help="where the CA, certificate and log go (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the listening line (the log file still gets every record)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    return p
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    versions: tuple[str, ...] | str = ("TLSv1.2", "TLSv1.3")
+    if args.tls12_only:
+        versions = ("TLSv1.2",)
+    elif args.tls13_only:
+        versions = ("TLSv1.3",)
+    elif args.versions:
+        versions = args.versions
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        versions=versions,  # type: ignore[arg-type]
+        tickets=not args.no_tickets,
+        ticket_lifetime=args.lifetime,
+        tls13_tickets=args.tls13_tickets,
+        session_cache=not args.no_session_cache,
+        names=_split(args.names),
+        ips=_split(args.ips),
+        key_type=args.key,
+        cert=args.cert,
+        key=args.key_file,
+        ca=args.ca,
+        client_cert=args.client_cert,
+        client_ca=args.client_ca,
+        handshake_timeout=args.handshake_timeout,
+        log_path=args.log,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+    except ServerConfigError as e:
+        parser.error(str(e))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tls-server-"))
+    stop = threading.Event()
+    out_lock = threading.Lock()
+
+    def emit(line: str) -> None:
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def on_record(rec: HandshakeRecord) -> None:
+        if args.quiet:
+            return
+        if args.json:
+            emit(json.dumps({"event": "handshake", **rec.to_dict()}))
+        else:
+            emit(rec.summary())
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = ReferenceServer(config, workdir=workdir)
+    if not args.quiet:
+        server.add_listener(on_record)
+    try:
+        server.start()
+    except HarnessError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.json:
+            emit(json.dumps({"event": "listening", "host": server.host, "port": server.port, "ca": str(server.ca_path)}))
+        else:
+            emit(f"listening on {server.host}:{server.port}; CA {server.ca_path}; log {server.log.path}")  # type: ignore[union-attr]
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

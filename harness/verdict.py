@@ -1,0 +1,327 @@
+"""The verdict: did the device resume, across the power loss, the session stored before it?
+
+Ground truth comes from the reference server (handshake records) and the
+supply (power cuts and the rail voltage), never from what the device says
+about itself.  Console lines are used only to explain a failure: they are
+evidence of *why*, not of *whether*.
+
+``resumed=True`` is not enough.  The verdict follows lineage: the first
+handshake after the cut must resume the session that the server issued most
+recently before the cut.  Resuming an older one is reported as stale (the
+firmware did not store renewed tickets).  When the device did not resume, the
+verdict names the most likely cause from the evidence, in the order a
+firmware engineer would check it: was power really cut, did the device boot,
+did it connect, did it offer anything, what did the server say about it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+from .clock import wall_from_mono
+
+# Outcome codes: stable strings that tests, reports and the README table use.
+PASS = "resumed"
+STALE = "stale-session"
+NOT_CUT = "power-not-cut"
+NO_BOOT = "no-boot"
+NO_CONNECT = "never-connected"
+NOTHING_OFFERED = "nothing-offered"
+REFUSED = "refused"
+FAILED_HANDSHAKE = "handshake-failed"
+FULL = "full"
+NO_CUT = "no-power-cut"
+UNEXPECTED_RESUME = "unexpected-resume"
+WRONG_REASON = "wrong-reason"
+
+
+def _get(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def offered_anything(record: Any) -> bool:
+    offered = _get(record, "offered") or {}
+    return bool(_get(offered, "ticket") or _get(offered, "psk") or _get(offered, "session_id"))
+
+
+def offered_fps(record: Any) -> list[str]:
+    offered = _get(record, "offered") or {}
+    fps = list(_get(offered, "psk") or [])
+    for key in ("ticket", "session_id"):
+        if _get(offered, key):
+            fps.append(_get(offered, key))
+    return fps
+
+
+def hhmmss(mono: float | None) -> str:
+    if mono is None:
+        return "?"
+    wall = wall_from_mono(mono)
+    return datetime.fromtimestamp(wall, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def describe(record: Any) -> str:
+    """One line per handshake, secrets replaced by fingerprints already in the record."""
+    kind = _get(record, "mechanism") or ("resumed" if _get(record, "resumed") else "full")
+    parts = [f"#{_get(record, 'id')} {hhmmss(_get(record, 'mono'))} {_get(record, 'version') or '-'} {kind}"]
+    if _get(record, "resumed_from") is not None:
+        parts.append(f"from #{_get(record, 'resumed_from')}")
+    offered = offered_fps(record)
+    parts.append("offered " + (",".join(offered) if offered else "nothing"))
+    if _get(record, "rejected"):
+        parts.append(f"refused: {_get(record, 'rejected')}")
+    issued = _get(record, "issued") or []
+    if issued:
+        parts.append("issued " + ",".join(issued))
+    if _get(record, "error"):
+        parts.append(f"error: {_get(record, 'error')}")
+    return " ".join(parts)
+
+
+@dataclass
+class Evidence:
+    """Everything on the one clock that a verdict may look at."""
+
+    records: Sequence[Any]
+    cuts: Sequence[Any] = ()
+    boots: Sequence[Any] = ()
+    lines: Sequence[Any] = ()
+    connects: Sequence[Any] = ()
+    session_stored: str | None = None
+    brownout_threshold: float | None = None
+    discharge_below: float | None = None
+
+    def records_between(self, start: float | None, end: float | None = None) -> list[Any]:
+        return [r for r in self.records
+                if (start is None or _get(r, "mono") >= start) and (end is None or _get(r, "mono") < end)]
+
+    def lines_between(self, start: float, end: float) -> list[Any]:
+        return [ln for ln in self.lines if start <= ln.mono <= end]
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    code: str
+    summary: str
+    cause: str = ""
+    records: list[Any] = field(default_factory=list)
+    lines: list[Any] = field(default_factory=list)
+
+    def explain(self) -> str:
+        out = [("PASS: " if self.ok else "FAIL: ") + self.summary]
+        if self.cause:
+            out.append(f"most likely cause: {self.cause}")
+        if self.records:
+            out.append("handshakes (reference server):")
+            out.extend(f"  {describe(r)}" for r in self.records)
+        if self.lines:
+            out.append("console around the cut:")
+            out.extend(f"  {hhmmss(ln.mono)}  {ln.text}" for ln in self.lines)
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+
+def session_before(records: Iterable[Any], before: float) -> Any | None:
+    """The handshake whose session the device should hold at ``before``.
+
+    The newest successful handshake before the cut issued the session to keep:
+    either it issued tickets itself, or (a TLS 1.2 resumption without renewal)
+    it re-used the session of the handshake it resumed from.
+    """
+    ok = [r for r in records if _get(r, "mono") < before and not _get(r, "error") and _get(r, "version")]
+    if not ok:
+        return None
+    return ok[-1]
+
+
+def _issuer(record: Any, by_id: dict[int, Any]) -> Any:
+    """Follow a resumption without new tickets back to the handshake that issued its session."""
+    seen = set()
+    while (not _get(record, "issued") and _get(record, "resumed")
+           and _get(record, "resumed_from") in by_id and _get(record, "id") not in seen):
+        seen.add(_get(record, "id"))
+        record = by_id[_get(record, "resumed_from")]
+    return record
+
+
+def _stored_after(ev: Evidence, start: float, end: float) -> Any | None:
+    if not ev.session_stored:
+        return None
+    rx = re.compile(ev.session_stored)
+    for ln in ev.lines_between(start, end):
+        if rx.search(ln.text):
+            return ln
+    return None
+
+
+def _context_lines(ev: Evidence, around: float, before: float = 3.0, after: float = 6.0, limit: int = 30) -> list[Any]:
+    picked = ev.lines_between(around - before, around + after)
+    return picked[-limit:]
+
+
+def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
+    """The product's central claim, checked for one power cut (default: the last)."""
+    cuts = [c for c in ev.cuts if _get(c, "on_mono") is not None]
+    if not cuts:
+        return Verdict(False, NO_CUT, "no completed power cut in this scenario: nothing to judge",
+                       records=list(ev.records)[-5:])
+    cut = cuts[cut_index]
+    off, on = cut.off_mono, cut.on_mono
+    by_id = {_get(r, "id"): r for r in ev.records}
+    around = _context_lines(ev, off)
+    before = ev.records_between(None, off)[-3:]
+    after = ev.records_between(on)
+    boots_after = [b for b in ev.boots if b.mono >= on]
+    next_cut = next((c.off_mono for c in ev.cuts if c.off_mono > on), None)
+    if next_cut is not None:
+        after = [r for r in after if _get(r, "mono") < next_cut]
+        boots_after = [b for b in boots_after if b.mono < next_cut]
+    when = f"the power cut at {hhmmss(off)}"
+
+    threshold = ev.brownout_threshold if ev.brownout_threshold is not None else ev.discharge_below
+    volts = getattr(cut, "volts_before_on", None)
+    rail_high = volts is not None and threshold is not None and volts > threshold
+    reset_seen = bool(boots_after)
+    if rail_high:
+        why = (f"the rail was still at {volts:.2f} V when power came back (the device resets below "
+               f"{threshold:.2f} V)")
+        if not reset_seen:
+            why += ", and no reset was seen on the console"
+        return Verdict(False, NOT_CUT,
+                       f"power was not really cut at {hhmmss(off)}: {why}. A resumption now would prove "
+                       "nothing about what the device kept in flash.",
+                       cause="off time shorter than the rail's discharge: use a longer off time or verified "
+                             "discharge", records=before + after[:2], lines=around)
+    if not reset_seen:
+        return Verdict(False, NO_BOOT, f"after {when} the device did not boot: no boot banner or reset cause "
+                       "was seen after power came back",
+                       cause="firmware crash or hang at boot (flash restore?), or the console does not reach "
+                             "the device", records=before + after[:2], lines=_context_lines(ev, on, 1.0, 10.0))
+
+    held = session_before(ev.records, off)
+    expected = _issuer(held, by_id) if held is not None else None
+    if not after:
+        return Verdict(False, NO_CONNECT, f"after {when} the device never completed a connection to the "
+                       "reference server", cause="no connect attempt reached the server (network, wrong "
+                       "host/port in the device file, or the firmware failed before connecting)",
+                       records=before, lines=_context_lines(ev, on, 0.5, 15.0))
+    first = after[0]
+    shown = before + after[:2]
+    lines = around + [ln for ln in _context_lines(ev, on, 0.0, 8.0) if ln not in around]
+    if _get(first, "error") and not _get(first, "version"):
+        return Verdict(False, FAILED_HANDSHAKE, f"after {when} the first handshake failed: {_get(first, 'error')}",
+                       cause="the device aborted the handshake (certificate, version, or it gave up after a "
+                             "refused session instead of falling back)", records=shown, lines=lines)
+    if expected is None:
+        return Verdict(False, NO_CUT, f"no session was issued before {when}: the scenario must connect "
+                       "before cutting power", records=shown, lines=lines)
+    exp_id = _get(expected, "id")
+    exp_age = off - _get(expected, "mono")
+    if _get(first, "resumed"):
+        src = _get(first, "resumed_from")
+        if src == exp_id:
+            return Verdict(True, PASS, f"handshake #{_get(first, 'id')} after {when} resumed "
+                           f"({_get(first, 'mechanism')}) the session issued by handshake #{exp_id}, "
+                           f"which finished {exp_age:.1f} s before the cut", records=shown)
+        return Verdict(False, STALE, f"handshake #{_get(first, 'id')} after {when} resumed an older session "
+                       f"(from #{src}) instead of the newest one, issued by #{exp_id} "
+                       f"{exp_age:.1f} s before the cut",
+                       cause="renewed tickets were not stored: the firmware keeps the first ticket and ignores "
+                             "the ones received after a resumption", records=shown, lines=lines)
+    # Full handshake: explain why.
+    if not offered_anything(first):
+        stored = _stored_after(ev, _get(expected, "mono"), off)
+        issued = ",".join(_get(expected, "issued") or []) or "a session"
+        base = (f"after {when} the device offered no session (handshake #{_get(first, 'id')} was full); "
+                f"before the cut it received {issued} in handshake #{exp_id} at {hhmmss(_get(expected, 'mono'))}")
+        if ev.session_stored and stored is None:
+            return Verdict(False, NOTHING_OFFERED, base + " and never printed that the session was stored",
+                           cause="session not stored in non-volatile memory (kept only in RAM?)",
+                           records=shown, lines=lines)
+        return Verdict(False, NOTHING_OFFERED, base + (f"; it said the session was stored at {hhmmss(stored.mono)}"
+                                                       if stored is not None else ""),
+                       cause="session stored but not offered after boot: not restored from flash, rejected by "
+                             "the firmware's own validity check (clock / ticket age), or erased",
+                       records=shown, lines=lines)
+    offered = set(offered_fps(first))
+    newest = set(_get(expected, "issued") or [])
+    reason = _get(first, "rejected")
+    if newest and not offered & newest and reason in (None, "unknown", "expired"):
+        older = [r for r in ev.records_between(None, _get(expected, "mono")) if offered & set(_get(r, "issued") or [])]
+        if older:
+            return Verdict(False, STALE, f"after {when} the device offered a ticket from handshake "
+                           f"#{_get(older[-1], 'id')}, not the newest from #{exp_id}; the server refused it "
+                           f"({reason})", cause="renewed tickets were not stored", records=shown, lines=lines)
+    causes = {
+        "expired": "the ticket's lifetime ran out while the device was off; the firmware must fall back to a "
+                   "full handshake and store the new session",
+        "rotated": "the server rotated its ticket keys; fall back and store the new session",
+        "foreign": "the ticket came from another server (or another server instance)",
+        "version": "the stored session's TLS version is not accepted by the server any more",
+        "tickets-off": "the server no longer accepts tickets",
+        "unknown": "the server does not know this session (cache flushed or evicted)",
+    }
+    return Verdict(False, REFUSED, f"after {when} the device offered a session but the server refused it "
+                   f"({reason or 'no reason recorded'}); handshake #{_get(first, 'id')} was full",
+                   cause=causes.get(reason or "", "server-side refusal"), records=shown, lines=lines)
+
+
+def check_first_after(ev: Evidence, since: float, want: str, reason: str | None = None) -> Verdict:
+    """Simpler expectations on the first handshake after ``since``.
+
+    ``want`` is one of ``full``, ``resumed``, ``nothing-offered``, ``refused``
+    (optionally with ``reason``), ``connected``.
+    """
+    after = ev.records_between(since)
+    if not after:
+        return Verdict(False, NO_CONNECT, "no handshake reached the reference server",
+                       lines=list(ev.lines)[-15:])
+    first = after[0]
+    shown = ev.records_between(None, since)[-2:] + after[:2]
+    tail = [ln for ln in ev.lines if ln.mono >= since][:25]
+    label = f"handshake #{_get(first, 'id')}"
+    if _get(first, "error") and not _get(first, "version"):
+        return Verdict(False, FAILED_HANDSHAKE, f"{label} failed: {_get(first, 'error')}", records=shown, lines=tail)
+    resumed = bool(_get(first, "resumed"))
+    if want == "connected":
+        return Verdict(True, FULL if not resumed else PASS, f"{label} completed ({_get(first, 'mechanism')})",
+                       records=shown)
+    if want == "full":
+        if resumed:
+            return Verdict(False, UNEXPECTED_RESUME, f"{label} resumed (from #{_get(first, 'resumed_from')}) "
+                           "but a full handshake was expected", records=shown, lines=tail)
+        return Verdict(True, FULL, f"{label} was a full handshake", records=shown)
+    if want == "resumed":
+        if not resumed:
+            why = "offered nothing" if not offered_anything(first) else f"refused: {_get(first, 'rejected')}"
+            return Verdict(False, NOTHING_OFFERED if not offered_anything(first) else REFUSED,
+                           f"{label} was full ({why}) but a resumption was expected", records=shown, lines=tail)
+        return Verdict(True, PASS, f"{label} resumed ({_get(first, 'mechanism')}) from #{_get(first, 'resumed_from')}",
+                       records=shown)
+    if want == "nothing-offered":
+        if offered_anything(first):
+            return Verdict(False, UNEXPECTED_RESUME if resumed else REFUSED,
+                           f"{label}: the device offered {','.join(offered_fps(first))} but should have offered "
+                           "nothing", cause="the firmware offered a stored session where it must not",
+                           records=shown, lines=tail)
+        return Verdict(True, FULL, f"{label}: nothing offered, full handshake", records=shown)
+    if want == "refused":
+        if resumed:
+            return Verdict(False, UNEXPECTED_RESUME, f"{label} resumed but a refusal was expected", records=shown)
+        if not offered_anything(first):
+            return Verdict(False, NOTHING_OFFERED, f"{label}: the device offered nothing, so nothing was refused",
+                           records=shown, lines=tail)
+        got = _get(first, "rejected")
+        if reason and got != reason:
+            return Verdict(False, WRONG_REASON, f"{label} refused with reason {got!r}, expected {reason!r}",
+                           records=shown)
+        return Verdict(True, REFUSED, f"{label}: offer refused ({got}), full handshake", records=shown)
+    raise ValueError(f"unknown expectation {want!r}")

@@ -1,0 +1,88 @@
+"""Malformed device files: each answered with file, line and key, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import devicefile
+from harness.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = (ROOT / "devices" / "sim.yaml").read_text()
+
+
+def _edit(old: str, new: str) -> str:
+    assert old in SIM, old
+    return SIM.replace(old, new, 1)
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        if (line == needle) if needle.endswith(":") else (needle in line):
+            return number
+    raise AssertionError(needle)
+
+
+# (edited file text, text of the line the error must point at, key, words in the message)
+CASES = [
+    (_edit("schema: 1", "schema: 7"), "schema: 7", "schema", "unsupported schema version"),
+    (_edit("  dialect: keysight-e36300\n", ""), "supply:", "supply.dialect", "missing"),
+    (_edit("  channel: 1\n", "  channel: 0\n"), "channel: 0", "supply.channel", "start at 1"),
+    (_edit("  ovp: 3.6", "  ovp: 3.0"), "ovp: 3.0", "supply.ovp", "below the set-point"),
+    (_edit("  baudrate: 115200", "  baudrate: fast"), "baudrate: fast", "console.baudrate", "expected a baud rate"),
+    (_edit("  boot_ready: \"^ready$\"", "  boot_ready: \"^ready($\""), "boot_ready: \"^ready($", "firmware.boot_ready",
+     "regular expression"),
+    (_edit("  reset_cause: \"^reset cause: (?P<cause>\\\\S+)\"", "  reset_cause: \"^reset cause: \\\\S+\""),
+     "reset_cause: \"^reset", "firmware.reset_cause", "(?P<cause>"),
+    (_edit("      send: \"connect {host} {port} {version} {sni}\"",
+           "      send: \"connect {hots} {port} {version} {sni}\""), "connect {hots}",
+     "firmware.commands.connect.send", "unknown placeholder {hots}"),
+    (_edit("  key_type: ec", "  key_type: dsa"), "key_type: dsa", "server.key_type", "ec or rsa"),
+    (_edit("  safe_state: {output: off}", "  safe_state: {output: maybe}"), "safe_state: {output: maybe}", "supply.safe_state.output",
+     "on or off"),
+    (_edit("  discharge_below: 0.3 ", "  dischrge_below: 0.3 "), "dischrge_below", "supply.dischrge_below",
+     "did you mean 'discharge_below'"),
+    (_edit("    uart: \"^uart (?P<value>\\\\S+)$\"", "    uart: \"^uart (\\\\S+)$\""), "uart: \"^uart",
+     "bench.resources.uart", "(?P<value>"),
+    (_edit("  url: \"{bench.uart}\"", "  url: \"{bench.uarts}\""), "{bench.uarts}", "console.url",
+     "unknown placeholder"),
+]
+
+
+@pytest.mark.parametrize("text,needle,key,words", CASES, ids=[c[2] for c in CASES])
+def test_malformed_device_file(tmp_path: Path, text: str, needle: str, key: str, words: str) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        devicefile.load(path)
+    err = info.value
+    assert err.key == key, str(err)
+    assert err.line == _line_of(text, needle), str(err)
+    assert words in str(err), str(err)
+    assert str(err).startswith(f"{path}:{err.line}: {key}: ")
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nowhere.yaml: file not found"):
+        devicefile.load(tmp_path / "nowhere.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "devices").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_device_files_load(path: Path) -> None:
+    spec = devicefile.load(path)
+    assert spec.name and spec.supply.dialect
+
+
+def test_autoconnect_device_needs_no_shell(tmp_path: Path) -> None:
+    """A device that connects on its own after boot is expressible: no connect command."""
+    text = SIM.replace("  commands:\n    connect:\n      send: \"connect {host} {port} {version} {sni}\"\n"
+                       "      ok: \"^connect ok resumed=(?P<resumed>yes|no)\"\n"
+                       "      fail: \"^connect failed: (?P<reason>.*)\"\n      timeout: 30\n",
+                       "  autoconnect: true\n  commands:\n")
+    assert "autoconnect: true" in text
+    path = tmp_path / "auto.yaml"
+    path.write_text(text)
+    spec = devicefile.load(path)
+    assert spec.firmware.autoconnect and "connect" not in spec.firmware.commands

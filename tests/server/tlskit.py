@@ -1,0 +1,105 @@
+"""Independent TLS clients for the reference-server tests.
+
+Clients are real and independent of the server's bookkeeping: ``openssl
+s_client`` in separate processes (its ``-sess_out``/``-sess_in`` file plays the
+device's flash surviving a power cut) and stdlib ``ssl`` clients.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.server import ReferenceServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SClient:
+    """What ``openssl s_client`` itself said about one connection."""
+
+    status: str | None  # "New" or "Reused" (s_client's own verdict)
+    version: str | None
+    echoed: bool
+    output: str
+    returncode: int
+
+
+def s_client(
+    srv: ReferenceServer,
+    *,
+    tls: str | None = None,
+    sess_in: Path | None = None,
+    sess_out: Path | None = None,
+    extra: tuple[str, ...] = (),
+    line: str = "hello server\n",
+    ca: Path | None = None,
+) -> SClient:
+    """One ``openssl s_client`` process: handshake, send a line, read the echo and tickets."""
+    cmd = [
+        "openssl", "s_client", "-connect", f"{srv.host}:{srv.port}", "-servername", "server.test",
+        "-CAfile", str(ca or srv.ca_path), "-verify_return_error", "-ign_eof",
+    ]
+    if tls:
+        cmd.append({"1.2": "-tls1_2", "1.3": "-tls1_3"}[tls])
+    if sess_in is not None:
+        cmd += ["-sess_in", str(sess_in)]
+    if sess_out is not None:
+        cmd += ["-sess_out", str(sess_out)]
+    cmd += list(extra)
+    proc = subprocess.run(cmd, input=line, capture_output=True, text=True, timeout=20)
+    out = proc.stdout + proc.stderr
+    m = re.search(r"^(New|Reused), (TLSv1\.[23])", out, re.M)
+    return SClient(
+        status=m.group(1) if m else None,
+        version=m.group(2) if m else None,
+        echoed=line.strip() in proc.stdout.split("---")[-1] or line.strip() in proc.stdout,
+        output=out,
+        returncode=proc.returncode,
+    )
+
+
+@dataclass
+class PyClient:
+    """A stdlib ``ssl`` client keeping its session object between connections."""
+
+    srv: ReferenceServer
+    version: ssl.TLSVersion | None = None
+    session: ssl.SSLSession | None = None
+    cert: tuple[Path, Path] | None = None
+    _ctx: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """One context per client: a session only resumes with the context that made it."""
+        if self._ctx is not None:
+            return self._ctx
+        ctx = self._ctx = ssl.create_default_context(cafile=str(self.srv.ca_path))
+        if self.version is not None:
+            ctx.minimum_version = ctx.maximum_version = self.version
+        if self.cert is not None:
+            ctx.load_cert_chain(*self.cert)
+        return ctx
+
+    def connect(self, line: bytes = b"ping\n", ctx: ssl.SSLContext | None = None) -> tuple[bool, bytes]:
+        """Handshake, send a line, read until the server closes; return (reused, echo)."""
+        ctx = ctx or self.context()
+        with socket.create_connection((self.srv.host, self.srv.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="server.test", session=self.session) as tls:
+                tls.sendall(line)
+                echo = b""
+                while True:
+                    try:
+                        chunk = tls.recv(4096)
+                    except ssl.SSLZeroReturnError:
+                        break
+                    if not chunk:
+                        break
+                    echo += chunk
+                reused = tls.session_reused
+                self.session = tls.session
+        return reused, echo

@@ -1,0 +1,113 @@
+"""The verdict's rules on hand-made evidence: every outcome, each able to fail.
+
+These complement tests/scenarios/test_variants.py, which shows the same
+verdicts on really broken firmware; here every branch is pinned down with
+records as the reference server writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness import verdict
+from harness.device import Boot, PowerCut
+
+
+@dataclass
+class Line:
+    mono: float
+    wall: float
+    text: str
+
+
+def rec(id: int, mono: float, *, resumed: bool = False, frm: int | None = None, issued=(), offered=None,
+        rejected=None, version="TLSv1.3", error=None) -> dict:
+    return {"id": id, "mono": mono, "version": version, "resumed": resumed,
+            "mechanism": ("psk" if version == "TLSv1.3" else "ticket") if resumed else "full",
+            "resumed_from": frm, "issued": list(issued), "rejected": rejected, "error": error,
+            "offered": offered or {"ticket": None, "psk": [], "session_id": None}}
+
+
+def ev(records, *, volts=0.1, boot=True, lines=()) -> verdict.Evidence:
+    cut = PowerCut(off_mono=10.0, on_mono=11.0, volts_before_on=volts, verified=True)
+    boots = [Boot(11.5, "power-on", "reset cause: power-on")] if boot else []
+    return verdict.Evidence(records=records, cuts=[cut], boots=boots,
+                            lines=[Line(m, m, t) for m, t in lines], session_stored="^session stored$",
+                            brownout_threshold=2.5, discharge_below=0.3)
+
+
+def test_pass_names_the_issuing_handshake() -> None:
+    v = verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"]),
+                                              rec(2, 12.0, resumed=True, frm=1, offered={"psk": ["aa"]})]))
+    assert v.ok and v.code == verdict.PASS
+    assert "session issued by handshake #1" in v.summary and "5.0 s before the cut" in v.summary
+
+
+def test_stale_resumption_is_not_a_pass() -> None:
+    records = [rec(1, 2.0, issued=["aa"]), rec(2, 5.0, resumed=True, frm=1, issued=["bb"]),
+               rec(3, 12.0, resumed=True, frm=1, offered={"psk": ["aa"]})]
+    v = verdict.resumed_across_power_loss(ev(records))
+    assert not v.ok and v.code == verdict.STALE
+    assert "renewed tickets were not stored" in v.cause
+
+
+def test_tls12_resumption_without_renewal_follows_lineage() -> None:
+    records = [rec(1, 2.0, version="TLSv1.2", issued=["aa"]),
+               rec(2, 5.0, version="TLSv1.2", resumed=True, frm=1),
+               rec(3, 12.0, version="TLSv1.2", resumed=True, frm=1, offered={"ticket": "aa"})]
+    assert verdict.resumed_across_power_loss(ev(records)).ok
+
+
+def test_nothing_offered_and_never_stored() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, issued=["cc"])]
+    v = verdict.resumed_across_power_loss(ev(records, lines=[(5.1, "connect ok resumed=no")]))
+    assert v.code == verdict.NOTHING_OFFERED
+    assert "never printed that the session was stored" in v.summary
+    assert "RAM" in v.cause
+
+
+def test_nothing_offered_although_stored_points_at_restore_or_clock() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, issued=["cc"])]
+    v = verdict.resumed_across_power_loss(ev(records, lines=[(5.2, "session stored")]))
+    assert v.code == verdict.NOTHING_OFFERED
+    assert "clock" in v.cause and "restored" in v.cause
+
+
+def test_refused_with_reason() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, offered={"psk": ["aa"]}, rejected="expired", issued=["dd"])]
+    v = verdict.resumed_across_power_loss(ev(records))
+    assert v.code == verdict.REFUSED and "expired" in v.summary
+
+
+def test_power_not_cut_when_rail_stayed_high() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1)]
+    v = verdict.resumed_across_power_loss(ev(records, volts=2.9, boot=False))
+    assert v.code == verdict.NOT_CUT and "2.90 V" in v.summary and "no reset" in v.summary
+
+
+def test_no_boot_and_never_connected() -> None:
+    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])], boot=False)).code == verdict.NO_BOOT
+    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])])).code == verdict.NO_CONNECT
+
+
+def test_failed_handshake_after_cut() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, version=None, error="peer closed during handshake")]
+    assert verdict.resumed_across_power_loss(ev(records)).code == verdict.FAILED_HANDSHAKE
+
+
+def test_first_after_expectations() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, offered={"psk": ["zz"]}, rejected="foreign")]
+    e = ev(records)
+    assert verdict.check_first_after(e, 11.0, "full").ok
+    assert not verdict.check_first_after(e, 11.0, "resumed").ok
+    assert verdict.check_first_after(e, 11.0, "refused", "foreign").ok
+    assert verdict.check_first_after(e, 11.0, "refused", "expired").code == verdict.WRONG_REASON
+    assert verdict.check_first_after(e, 11.0, "nothing-offered").code == verdict.REFUSED
+    assert verdict.check_first_after(e, 1.0, "nothing-offered").ok
+    assert verdict.check_first_after(e, 20.0, "full").code == verdict.NO_CONNECT
+
+
+def test_explanation_shows_fingerprints_and_lines() -> None:
+    records = [rec(1, 5.0, issued=["3f2a9c1b0d4e"]), rec(2, 12.0)]
+    text = verdict.resumed_across_power_loss(ev(records, lines=[(9.9, "flash: writing slot B")])).explain()
+    assert "3f2a9c1b0d4e" in text and "flash: writing slot B" in text and text.startswith("FAIL: ")
