@@ -36,6 +36,10 @@ class ConsoleLike(Protocol):
     def send(self, line: str) -> None: ...
 
 
+class BootError(HarnessError):
+    """Power came back but the device did not reach its boot-ready line."""
+
+
 @dataclass
 class PowerCut:
     """One interval without power, as the supply saw it."""
@@ -100,15 +104,26 @@ class Device:
         fw = self.spec.firmware
         cause = None
         cause_line = ""
-        if fw.reset_cause:
-            m = self.console.expect(fw.reset_cause, timeout=timeout or fw.boot_timeout, since=mark)
-            cause = m.match.group("cause")
-            cause_line = m.line.text
-        ready = self.console.expect(fw.boot_ready, timeout=timeout or fw.boot_timeout, since=mark)
+        wait = timeout or fw.boot_timeout
+        try:
+            if fw.reset_cause:
+                m = self.console.expect(fw.reset_cause, timeout=wait, since=mark)
+                cause = self.reset_cause_name(m.match.group("cause"))
+                cause_line = m.line.text
+            ready = self.console.expect(fw.boot_ready, timeout=wait, since=mark)
+        except BenchTimeout as exc:
+            raise BootError(f"the device did not boot within {wait:.0f} s of power-up\n{exc}") from None
         boot = Boot(mono=ready.line.mono, cause=cause, line=cause_line or ready.line.text)
         self.boots.append(boot)
         log.info("device booted (reset cause %s)", cause)
         return boot
+
+    def reset_cause_name(self, printed: str) -> str:
+        """Map what the firmware prints (``RTCWDT_BROWN_OUT_RESET``) to a harness name (``brown-out``)."""
+        for name, pattern in self.spec.firmware.reset_causes.items():
+            if re.search(pattern, printed):
+                return name
+        return printed
 
     def power_off(self, off_time: float | None = None, verify: bool = True) -> PowerCut:
         """Cut power; with ``verify`` wait until the rail is really discharged."""

@@ -85,6 +85,9 @@ class FirmwareSpec:
     forbid: list[str] = field(default_factory=list)
     autoconnect: bool = False
     commands: dict[str, CommandSpec] = field(default_factory=dict)
+    #: harness reset-cause names (power-on, brown-out, software, watchdog) ->
+    #: a pattern for what this firmware prints in the reset_cause group
+    reset_causes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -291,7 +294,7 @@ def _commands(fw: Map) -> dict[str, CommandSpec]:
     return result
 
 
-_FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "session_stored",
+_FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "reset_causes", "session_stored",
                   "flash_write", "forbid", "autoconnect", "commands"}
 
 
@@ -310,6 +313,18 @@ def _firmware(doc: Map) -> FirmwareSpec:
             raise ConfigError(sec.file, sec.line_of("forbid"), f"firmware.forbid[{index}]",
                               f"not a valid regular expression: {exc}") from None
     autoconnect = _typed(sec, "autoconnect", (bool,), "true or false", False, "firmware")
+    causes = sec.get("reset_causes", {})
+    if not isinstance(causes, dict):
+        raise sec.error("reset_causes", "expected a mapping like {brown-out: BROWNOUT}", path="firmware.reset_causes")
+    for name, pattern in causes.items():
+        if not isinstance(pattern, str):
+            raise ConfigError(sec.file, causes.line_of(name), f"firmware.reset_causes.{name}",
+                              "expected a regular expression")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(sec.file, causes.line_of(name), f"firmware.reset_causes.{name}",
+                              f"not a valid regular expression: {exc}") from None
     spec = FirmwareSpec(
         boot_ready=_regex(sec, "boot_ready", path="firmware"),
         boot_timeout=_num(sec, "boot_timeout", 10.0, "firmware"),
@@ -320,6 +335,7 @@ def _firmware(doc: Map) -> FirmwareSpec:
         forbid=list(forbid),
         autoconnect=autoconnect,
         commands=_commands(sec),
+        reset_causes={str(k): v for k, v in causes.items()},
     )
     if spec.reset_cause is not None and "cause" not in re.compile(spec.reset_cause).groupindex:
         raise sec.error("reset_cause", "needs a named group (?P<cause>...)",

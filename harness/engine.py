@@ -19,7 +19,7 @@ from typing import Any, Callable
 from . import clock, verdict
 from .device import Device
 from .devicefile import DeviceSpec
-from .errors import HarnessError
+from .errors import BenchTimeout, HarnessError
 from .scenario import Scenario, Step, substitute
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,35 @@ _VERSION_ARG = {"tls1.2": "tls1.2", "tls1.3": "tls1.3", "auto": "auto"}
 
 
 class ScenarioFailure(HarnessError):
-    """The device did not do what the scenario expects; carries the verdict."""
+    """The device did not do what the scenario expects; carries the verdict.
 
-    def __init__(self, step: Step, message: str, judged: verdict.Verdict | None = None):
+    The message always holds ``FAIL [code]``: the verdict's code, or one of
+    :data:`FAILURE_CODES` for failures found before any verdict (the device
+    did not boot, a console line never came), so reports and tests can sort
+    failures by cause without parsing prose.
+    """
+
+    def __init__(self, step: Step, message: str, judged: verdict.Verdict | None = None, code: str = "error"):
         self.step = step
         self.verdict = judged
-        super().__init__(f"{step.where}: {step.action}: {message}")
+        self.code = judged.code if judged is not None else code
+        detail = " ".join(f"{k}={v}" for k, v in step.args.items())
+        if judged is None:
+            message = f"FAIL [{code}]: {message}"
+        super().__init__(f"{step.where}: {step.action}{' ' + detail if detail else ''}: {message}")
+
+
+#: Codes of failures found by the engine itself rather than by a verdict.
+FAILURE_CODES = {
+    "no-boot": "power came back but the device never reached its boot-ready line",
+    "forbidden-output": "the device printed a line the device file forbids (panic, assert, traceback)",
+    "console-timeout": "an expected console line did not come",
+    "not-stored": "the device never said it stored the session",
+    "wrong-reset-cause": "the device reset for another reason than the scenario expects",
+    "trigger-not-seen": "the line that should trigger a power cut never came",
+    "discharge": "the rail did not discharge in time",
+    "error": "any other bench error",
+}
 
 
 class ScenarioSkip(HarnessError):
@@ -77,6 +100,7 @@ class Trace:
     steps: list[tuple[float, str]] = field(default_factory=list)
     verdicts: list[verdict.Verdict] = field(default_factory=list)
     server_mark: int = 0
+    server_marks: dict[str, int] = field(default_factory=dict)
     console_mark: int = 0
     cut_index_start: int = 0
     boot_index_start: int = 0
@@ -93,6 +117,11 @@ class Engine:
         self.on_step = on_step
         self.trace = Trace(start=clock.now())
         self._last_connect_mono: float | None = None
+        #: one seeded generator per run: {random: [low, high]} values are drawn
+        #: from it in step order, so a seed replays the same run
+        self.seed = int(self.params.get("seed", 1))
+        self.rng = random.Random(self.seed)
+        self._last_server = "primary"
         self._trigger: Any = None
         self._trigger_pattern: str | None = None
         #: console position at the start of the last step that is not an
@@ -109,15 +138,26 @@ class Engine:
                 raise ScenarioSkip(f"{self.scenario.file}: needs device command '{name}', which "
                                    f"{self.rig.spec.path} does not define")
 
+    def server(self, name: str) -> Any:
+        if name == "primary":
+            return self.rig.server
+        if name not in self.rig.servers:
+            raise HarnessError(f"no reference server named {name!r} on this bench "
+                               f"(have: primary{', ' + ', '.join(self.rig.servers) if self.rig.servers else ''})")
+        return self.rig.servers[name]
+
     def prepare(self) -> None:
         """Known state: server settings as the scenario says, power off, session erased."""
         self.rig.server.configure(**{**SERVER_DEFAULTS, **server_knobs(self.scenario.server)})
+        for other in self.rig.servers.values():
+            other.configure(**SERVER_DEFAULTS)
         dev = self.rig.device
         dev.power_off(verify=True)
         if not self.scenario.keep_session:
             self._erase_session()
         t = self.trace
         t.server_mark = self.rig.server.mark()
+        t.server_marks = {name: srv.mark() for name, srv in self.rig.servers.items()}
         t.console_mark = self.rig.console.mark()
         t.cut_index_start = len(dev.cuts)
         t.boot_index_start = len(dev.boots)
@@ -129,6 +169,11 @@ class Engine:
         if dev.has_command("erase_session"):
             dev.power_on()
             dev.command("erase_session")
+            if dev.has_command("set_clock"):
+                # A scenario may have moved the device clock (an RTC that
+                # stopped while off); the next one starts from true time.
+                now = time.time()
+                dev.command("set_clock", unix=round(now, 3), iso=clock.iso(now))
             dev.power_off(verify=True)
         elif self.rig.flash_file is not None:
             Path(self.rig.flash_file).write_bytes(b"\xff" * Path(self.rig.flash_file).stat().st_size)
@@ -147,12 +192,14 @@ class Engine:
         return self.trace
 
     # -- evidence ----------------------------------------------------------------
-    def evidence(self) -> verdict.Evidence:
+    def evidence(self, server: str = "primary") -> verdict.Evidence:
         t = self.trace
         dev = self.rig.device
         s = self.rig.spec
+        records = self.rig.server.since(t.server_mark) if server == "primary" else \
+            self.server(server).since(t.server_marks.get(server, 0))
         return verdict.Evidence(
-            records=self.rig.server.since(t.server_mark),
+            records=records,
             cuts=dev.cuts[t.cut_index_start:],
             boots=dev.boots[t.boot_index_start:],
             lines=[ln for ln in self.rig.console.lines if ln.mono >= t.start],
@@ -165,7 +212,7 @@ class Engine:
     # -- steps ------------------------------------------------------------------
     def _run_steps(self, steps: list[Step], depth: int) -> None:
         for step in steps:
-            args = substitute(step.args, self.params)
+            args = substitute(step.args, {**self.params, **self._dynamic()})
             self.trace.steps.append((clock.now(), f"{'  ' * depth}{step.action} {args if args else ''}".rstrip()))
             if self.on_step:
                 self.on_step(step, args)
@@ -175,13 +222,30 @@ class Engine:
             handler = getattr(self, f"_step_{step.action}")
             try:
                 handler(step, args)
-            except ScenarioFailure:
+            except (ScenarioFailure, ScenarioSkip):
                 raise
             except HarnessError as exc:
-                raise ScenarioFailure(step, str(exc)) from None
+                raise ScenarioFailure(step, str(exc), code=_code_for(step, exc)) from None
+
+    def _dynamic(self) -> dict[str, Any]:
+        """Values known only while running: ``{now}``, ``{cut_time}`` (Unix seconds).
+
+        ``cut_time`` is when power was last cut: setting the device clock to it
+        models an RTC that stopped while the device was unpowered.
+        """
+        cuts = self.rig.device.cuts
+        cut = clock.wall_from_mono(cuts[-1].off_mono) if cuts else time.time()
+        return {"now": round(time.time(), 3), "cut_time": round(cut, 3)}
+
+    def _value(self, value: Any) -> Any:
+        """A number from the file, or one drawn from the run's seeded generator."""
+        if isinstance(value, dict) and "random" in value:
+            low, high = value["random"]
+            return round(self.rng.uniform(float(low), float(high)), 4)
+        return value
 
     def _off_time(self, args: dict[str, Any]) -> tuple[float | None, bool]:
-        off = args.get("off_time", "discharged")
+        off = self._value(args.get("off_time", "discharged"))
         verify = bool(args.get("verify", True))
         if off == "discharged":
             return None, verify
@@ -189,11 +253,15 @@ class Engine:
 
     def _step_power_on(self, step: Step, args: dict[str, Any]) -> None:
         if self._trigger is not None:
-            fired = getattr(self._trigger, "fired", None)
+            trig = self._trigger
+            if not trig.fired and not trig.armed:
+                # The line was seen; the cut is scheduled after its delay.
+                trig.wait(trig.delay + 5.0)
+            fired = trig.fired
             self._disarm()
             if not fired:
                 raise ScenarioFailure(step, f"cut_power_when: the line {self._trigger_pattern!r} never appeared, "
-                                      "so power was never cut there")
+                                      "so power was never cut there", code="trigger-not-seen")
         dev = self.rig.device
         if dev.cuts and dev.cuts[-1].on_mono is None and not dev.cuts[-1].verified:
             # Cut by a trigger: make sure the rail really discharged before power returns.
@@ -233,7 +301,9 @@ class Engine:
 
         self._disarm()
         self._trigger_pattern = args["line"]
-        self._trigger = self.rig.console.trigger(args["line"], cut, delay=float(args.get("delay", 0.0)))
+        delay = float(self._value(args.get("delay", 0.0)))
+        self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after {args['line']!r}"))
+        self._trigger = self.rig.console.trigger(args["line"], cut, delay=delay)
 
     def _disarm(self) -> None:
         if self._trigger is not None:
@@ -243,17 +313,16 @@ class Engine:
         self._trigger = None
 
     def _step_brownout(self, step: Step, args: dict[str, Any]) -> None:
-        self.rig.device.brownout(float(args["volts"]), float(args["duration"]), wait_boot=args.get("wait_boot", True))
+        self.rig.device.brownout(float(args["volts"]), float(self._value(args["duration"])),
+                                 wait_boot=args.get("wait_boot", True))
 
     def _step_wait(self, step: Step, args: dict[str, Any]) -> None:
-        time.sleep(float(args["seconds"]))
+        time.sleep(float(self._value(args["seconds"])))
 
     def _step_connect(self, step: Step, args: dict[str, Any]) -> None:
         name = args.get("server", "primary")
-        server = self.rig.server if name == "primary" else self.rig.servers.get(name)
-        if server is None:
-            raise ScenarioFailure(step, f"no reference server named {name!r} on this bench "
-                                  f"(have: primary{', ' + ', '.join(self.rig.servers) if self.rig.servers else ''})")
+        server = self.server(name)
+        self._last_server = name
         version = _VERSION_ARG[args.get("version", "auto")]
         sni = args.get("sni") or server.names[0]
         self._last_connect_mono = clock.now()
@@ -263,8 +332,9 @@ class Engine:
         if attempt.interrupted and self._trigger is not None:
             return
         if expect == "ok" and not attempt.ok:
-            tail = "\n".join(f"  {ln.text}" for ln in self.rig.console.lines[-12:])
-            raise ScenarioFailure(step, f"the device reported a failed connection: {attempt.detail}\n{tail}")
+            judged = verdict.failed_connect(self.evidence(name), self._last_connect_mono, attempt.detail)
+            self.trace.verdicts.append(judged)
+            raise ScenarioFailure(step, judged.explain(), judged)
         if expect == "fail" and attempt.ok:
             raise ScenarioFailure(step, f"the connection was expected to fail but succeeded: {attempt.detail}")
 
@@ -278,6 +348,27 @@ class Engine:
 
     def _step_send(self, step: Step, args: dict[str, Any]) -> None:
         self.rig.console.send(args["line"])
+
+    def _step_expect_stored(self, step: Step, args: dict[str, Any]) -> None:
+        pattern = self.rig.spec.firmware.session_stored
+        if pattern is None:
+            raise ScenarioSkip(f"{self.rig.spec.path}: firmware.session_stored is not set, so the harness cannot "
+                               "see the device store its session")
+        try:
+            self.rig.console.expect(pattern, timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
+        except BenchTimeout as exc:
+            raise ScenarioFailure(step, f"the device never printed that it stored the session "
+                                  f"({pattern!r})\n{exc}", code="not-stored") from None
+
+    def _step_expect_reset(self, step: Step, args: dict[str, Any]) -> None:
+        boots = self.rig.device.boots[self.trace.boot_index_start:]
+        want = args["cause"]
+        if not boots:
+            raise ScenarioFailure(step, "no boot was seen in this scenario", code="no-boot")
+        got = boots[-1].cause
+        if got != want:
+            raise ScenarioFailure(step, f"the last boot reported reset cause {got!r} ({boots[-1].line!r}), "
+                                  f"expected {want!r}", code="wrong-reset-cause")
 
     def _step_expect_console(self, step: Step, args: dict[str, Any]) -> None:
         self.rig.console.expect(args["pattern"], timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
@@ -297,21 +388,39 @@ class Engine:
             path = Path(self.rig.flash_file)
             data = bytearray(path.read_bytes())
             rng = random.Random(args.get("seed", 1))
-            used = [i for i, b in enumerate(data) if b != 0xFF] or list(range(len(data)))
-            for index in rng.sample(used, min(int(args.get("bytes", 8)), len(used))):
-                data[index] ^= 0xFF if data[index] in (0, 0xFF) else (1 << rng.randrange(8))
+            written = [i for i, b in enumerate(data) if b != 0xFF]
+            first, last = (written[0], written[-1] + 1) if written else (0, len(data))
+            # Leave the first quarter of what was written (where a record's
+            # magic and header usually are) and spread the flips evenly over
+            # the rest from a seeded offset: the damage reaches the ticket and
+            # secrets, which a firmware without an integrity check would trust.
+            used = list(range(first + (last - first) // 4, last))
+            count = min(int(args.get("bytes", 1)), len(used))
+            step_len = len(used) / count
+            offset = rng.random() * step_len
+            for k in range(count):
+                index = used[int(offset + k * step_len)]
+                data[index] ^= 1 << rng.randrange(8)
             path.write_bytes(bytes(data))
-            log.info("flipped %d bytes in %s", int(args.get("bytes", 8)), path)
+            log.info("flipped %d bit(s) in %s", count, path)
             return
         dev.power_on()
         dev.command("corrupt_session")
         dev.power_off(verify=True)
 
     def _step_expect_server(self, step: Step, args: dict[str, Any]) -> None:
-        ev = self.evidence()
+        ev = self.evidence(args.get("server", self._last_server))
         outcome = args["outcome"]
         if outcome == "resumed_across_power_loss":
             judged = verdict.resumed_across_power_loss(ev, cut_index=int(args.get("cut", -1)))
+        elif outcome == "power_not_cut":
+            # The verdict must refuse to call this a power loss: passing here
+            # means the harness noticed that the rail never fell far enough.
+            inner = verdict.resumed_across_power_loss(ev, cut_index=int(args.get("cut", -1)))
+            judged = verdict.Verdict(inner.code == verdict.NOT_CUT, inner.code,
+                                     f"the verdict says: {inner.summary}" if inner.code == verdict.NOT_CUT else
+                                     f"expected the verdict to say that power was not really cut, but it said: "
+                                     f"{inner.summary}", records=inner.records, lines=inner.lines)
         elif outcome == "no_handshake":
             since = self._last_connect_mono or self.trace.start
             seen = ev.records_between(since)
@@ -322,7 +431,8 @@ class Engine:
             since = self._last_connect_mono
             if since is None:
                 raise ScenarioFailure(step, "expect_server needs a connect step before it")
-            judged = verdict.check_first_after(ev, since, outcome.replace("_", "-"), args.get("reason"))
+            judged = verdict.check_first_after(ev, since, outcome.replace("_", "-"), args.get("reason"),
+                                               mechanism=args.get("mechanism"))
         self.trace.verdicts.append(judged)
         if not judged.ok:
             raise ScenarioFailure(step, judged.explain(), judged)
@@ -331,3 +441,18 @@ class Engine:
     def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
         for _ in range(int(args["times"])):
             self._run_steps(step.steps, depth=1)
+
+
+def _code_for(step: Step, exc: HarnessError) -> str:
+    from .device import BootError
+
+    name = type(exc).__name__
+    if isinstance(exc, BootError):
+        return "no-boot"
+    if name == "ForbiddenOutput":
+        return "forbidden-output"
+    if name == "DischargeError":
+        return "discharge"
+    if step.action == "expect_console" and isinstance(exc, BenchTimeout):
+        return "console-timeout"
+    return "error"

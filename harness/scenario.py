@@ -11,8 +11,8 @@ Schema version 1, steps (each a mapping with exactly one action key; see the
 README's scenario reference for an example of each):
 
     power_on, power_off, power_cycle, cut_power_when, brownout, wait,
-    connect, device, send, expect_console, server, expect_server,
-    corrupt_session, repeat
+    connect, device, send, expect_console, expect_stored, expect_reset,
+    server, expect_server, corrupt_session, repeat
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ SCHEMA_VERSION = 1
 VERSIONS = ("tls1.2", "tls1.3", "auto")
 SERVER_VERSIONS = ("TLSv1.2", "TLSv1.3")
 EXPECTATIONS = ("resumed_across_power_loss", "full", "resumed", "nothing_offered", "refused", "connected",
-                "no_handshake")
+                "no_handshake", "power_not_cut", "consistent")
+MECHANISMS = ("full", "ticket", "session-id", "psk")
 REASONS = ("unknown", "expired", "rotated", "tickets-off", "version", "foreign")
 NAME_RX = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -85,29 +86,33 @@ class Scenario:
 # accepted where noted by ``_SHORTHAND`` (e.g. ``wait: 1.5``).
 
 _NUM = (int, float)
-_OFF_TIME = (int, float, str)   # seconds, or "discharged"
+_RND = (int, float, dict)        # seconds, or {random: [low, high]} drawn from the run's seeded generator
+_OFF_TIME = (int, float, str, dict)   # seconds, "discharged", or {random: [low, high]}
 _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "power_on": {"wait_boot": ((bool,), False), "timeout": (_NUM, False)},
     "power_off": {"off_time": (_OFF_TIME, False), "verify": ((bool,), False)},
     "power_cycle": {"off_time": (_OFF_TIME, False), "verify": ((bool,), False)},
-    "cut_power_when": {"line": ((str,), True), "delay": (_NUM, False)},
-    "brownout": {"volts": (_NUM, True), "duration": (_NUM, True), "wait_boot": ((bool,), False)},
-    "wait": {"seconds": (_NUM, True)},
+    "cut_power_when": {"line": ((str,), True), "delay": (_RND, False)},
+    "brownout": {"volts": (_NUM, True), "duration": (_RND, True), "wait_boot": ((bool,), False)},
+    "wait": {"seconds": (_RND, True)},
     "connect": {"version": ((str,), False), "sni": ((str,), False), "server": ((str,), False),
                 "expect": ((str,), False), "timeout": (_NUM, False)},
     "device": {"command": ((str,), True), "args": ((dict,), False), "timeout": (_NUM, False)},
     "send": {"line": ((str,), True)},
     "expect_console": {"pattern": ((str,), True), "timeout": (_NUM, False)},
+    "expect_stored": {"timeout": (_NUM, False)},
+    "expect_reset": {"cause": ((str,), True)},
     "server": {"rotate_keys": ((bool,), False), "tickets": ((bool,), False), "lifetime": (_NUM, False),
                "tls13_tickets": ((int,), False), "session_cache": ((bool,), False),
                "versions": ((list, str), False)},
-    "expect_server": {"outcome": ((str,), True), "reason": ((str,), False), "cut": ((int,), False)},
+    "expect_server": {"outcome": ((str,), True), "reason": ((str,), False), "cut": ((int,), False),
+                      "mechanism": ((str,), False), "server": ((str,), False)},
     "corrupt_session": {"bytes": ((int,), False), "seed": ((int,), False)},
     "repeat": {"times": ((int,), True), "steps": ((list,), True)},
 }
-_SHORTHAND = {"wait": "seconds", "device": "command", "send": "line", "expect_console": "pattern",
+_SHORTHAND = {"wait": "seconds", "device": "command", "send": "line", "expect_console": "pattern", "expect_reset": "cause",
               "expect_server": "outcome", "cut_power_when": "line"}
-_EMPTY_OK = {"power_on", "power_off", "power_cycle", "connect", "corrupt_session"}
+_EMPTY_OK = {"power_on", "power_off", "power_cycle", "connect", "corrupt_session", "expect_stored"}
 
 
 def _closest(word: str, choices: Any) -> str:
@@ -139,13 +144,13 @@ def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
         if action not in _EMPTY_OK:
             raise ConfigError(file, key_line, f"{where}.{action}", "needs a value")
         args: dict[str, Any] = {}
-    elif isinstance(value, Map):
+    elif isinstance(value, Map) and not (action in _SHORTHAND and set(value) == {"random"}):
         args = dict(value)
         for key in value:
             if key not in schema:
                 raise ConfigError(file, value.line_of(key), f"{where}.{action}.{key}",
                                   f"unknown key{_closest(str(key), schema)}; allowed: {', '.join(schema)}")
-    elif action in _SHORTHAND and not isinstance(value, (list, dict)):
+    elif action in _SHORTHAND and (not isinstance(value, (list, dict)) or isinstance(value, Map)):
         args = {_SHORTHAND[action]: value}
     else:
         raise ConfigError(file, key_line, f"{where}.{action}", "expected a mapping of options"
@@ -157,11 +162,15 @@ def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
                 raise ConfigError(file, kline, f"{where}.{action}.{key}", "missing")
             continue
         v = args[key]
+        if isinstance(v, str) and str not in kinds and re.fullmatch(r"\{\w+\}", v):
+            continue    # a parameter, checked below and filled in at run time
         bad_bool = isinstance(v, bool) and bool not in kinds
         if bad_bool or not isinstance(v, kinds):
-            names = " or ".join("number" if k in (int, float) else k.__name__ for k in kinds)
+            names = " or ".join(dict.fromkeys(
+                "number" if k in (int, float) else "{random: [low, high]}" if k is dict else k.__name__
+                for k in kinds))
             raise ConfigError(file, kline, f"{where}.{action}.{key}", f"expected {names}, got {v!r}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 and key != "cut":
             raise ConfigError(file, kline, f"{where}.{action}.{key}", f"must not be negative, got {v}")
     _check_values(action, args, file, value if isinstance(value, Map) else None, key_line, f"{where}.{action}")
     sub: list[Step] = []
@@ -179,10 +188,16 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
     def err(key: str, msg: str) -> ConfigError:
         return ConfigError(file, value.line_of(key) if value is not None else line, f"{where}.{key}", msg)
 
-    for key in ("off_time",):
+    for key in ("off_time", "delay", "duration", "seconds"):
         v = args.get(key)
-        if isinstance(v, str) and v != "discharged" and "{" not in v:
-            raise err(key, f"expected seconds or 'discharged', got {v!r}")
+        if isinstance(v, str) and (key != "off_time" or v != "discharged") and "{" not in v:
+            raise err(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {v!r}")
+        if isinstance(v, dict):
+            rnd = v.get("random")
+            if (set(v) != {"random"} or not isinstance(rnd, list) or len(rnd) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rnd)
+                    or not 0 <= rnd[0] <= rnd[1]):
+                raise err(key, f"expected seconds or {{random: [low, high]}} with 0 <= low <= high, got {dict(v)!r}")
     if action in ("cut_power_when", "expect_console"):
         pattern = args.get("line") or args.get("pattern")
         try:
@@ -207,6 +222,9 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
             raise err("reason", f"unknown refusal reason; known: {', '.join(REASONS)}")
         if reason is not None and outcome != "refused":
             raise err("reason", "a reason goes with outcome: refused")
+        mechanism = args.get("mechanism")
+        if mechanism is not None and mechanism not in MECHANISMS:
+            raise err("mechanism", f"expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     if action == "server":
         versions = args.get("versions")
         if versions is not None:
@@ -292,7 +310,12 @@ def parse(doc: Any, file: str) -> Scenario:
                     requires=list(requires), line=doc.line)
 
 
+#: Placeholders the engine fills while running (see Engine._dynamic).
+RUNTIME_VALUES = {"now", "cut_time", "seed"}
+
+
 def _check_placeholders(steps: list[Step], names: set[str], file: str) -> None:
+    names = names | RUNTIME_VALUES
     for step in steps:
         for key, value in step.args.items():
             if isinstance(value, str):

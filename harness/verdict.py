@@ -36,6 +36,9 @@ FULL = "full"
 NO_CUT = "no-power-cut"
 UNEXPECTED_RESUME = "unexpected-resume"
 WRONG_REASON = "wrong-reason"
+NO_FALLBACK = "no-fallback"
+CONNECT_FAILED = "connect-failed"
+WRONG_MECHANISM = "wrong-mechanism"
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
@@ -114,7 +117,7 @@ class Verdict:
     lines: list[Any] = field(default_factory=list)
 
     def explain(self) -> str:
-        out = [("PASS: " if self.ok else "FAIL: ") + self.summary]
+        out = [f"{'PASS' if self.ok else 'FAIL'} [{self.code}]: {self.summary}"]
         if self.cause:
             out.append(f"most likely cause: {self.cause}")
         if self.records:
@@ -127,6 +130,30 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.explain()
+
+
+def aborted_refusal(record: Any) -> bool:
+    """The client offered a session, the server refused it, and the client then aborted.
+
+    Some TLS stacks (tlslite-ng's TLS 1.2 client among them) abort when the
+    server does not accept the offered ticket instead of completing a full
+    handshake; firmware built on them falls back on a second connection.
+    The pair is one logical connection with a fallback, not a failure.
+    """
+    return bool(offered_anything(record) and not _get(record, "resumed") and _get(record, "rejected")
+                and _get(record, "error"))
+
+
+def _fallback_after(records: Sequence[Any], first: Any) -> Any | None:
+    """The completed handshake that followed an aborted refusal, if any."""
+    if not aborted_refusal(first):
+        return None
+    for r in records[1:]:
+        if _get(r, "version") and not _get(r, "error"):
+            return r
+        if offered_anything(r):
+            break
+    return None
 
 
 def session_before(records: Iterable[Any], before: float) -> Any | None:
@@ -216,7 +243,7 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
     first = after[0]
     shown = before + after[:2]
     lines = around + [ln for ln in _context_lines(ev, on, 0.0, 8.0) if ln not in around]
-    if _get(first, "error") and not _get(first, "version"):
+    if _get(first, "error") and not _get(first, "version") and not aborted_refusal(first):
         return Verdict(False, FAILED_HANDSHAKE, f"after {when} the first handshake failed: {_get(first, 'error')}",
                        cause="the device aborted the handshake (certificate, version, or it gave up after a "
                              "refused session instead of falling back)", records=shown, lines=lines)
@@ -274,7 +301,40 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
                    cause=causes.get(reason or "", "server-side refusal"), records=shown, lines=lines)
 
 
-def check_first_after(ev: Evidence, since: float, want: str, reason: str | None = None) -> Verdict:
+def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
+    """The device said its connection failed: what did the server see?"""
+    after = ev.records_between(since)
+    tail = [ln for ln in ev.lines if since is None or ln.mono >= since][:25]
+    said = f"the device reported: {detail}"
+    if not after:
+        return Verdict(False, NO_CONNECT, f"the connection never reached the reference server ({said})",
+                       cause="network or address problem, or the firmware failed before its ClientHello",
+                       lines=tail)
+    refused = [r for r in after if offered_anything(r) and not _get(r, "resumed") and _get(r, "rejected")]
+    if refused and _get(refused[0], "rejected") in ("foreign", "unknown"):
+        first = refused[0]
+        return Verdict(False, REFUSED, f"the device offered {','.join(offered_fps(first))} in handshake "
+                       f"#{_get(first, 'id')}, which this server never issued (refused: {_get(first, 'rejected')}), "
+                       f"then the connection failed ({said})",
+                       cause="a damaged or foreign session record was restored and offered",
+                       records=after[:3], lines=tail)
+    if refused:
+        first = refused[0]
+        completed = [r for r in after if _get(r, "version") and not _get(r, "error")]
+        return Verdict(False, NO_FALLBACK,
+                       f"the device offered its stored session in handshake #{_get(first, 'id')}, the server "
+                       f"refused it ({_get(first, 'rejected')}), and the device gave up instead of completing a "
+                       f"full handshake ({said}; {len(completed)} handshake(s) completed)",
+                       cause="no fallback to a full handshake when the server refuses a stored session",
+                       records=after[:3], lines=tail)
+    first = after[0]
+    return Verdict(False, CONNECT_FAILED, f"handshake #{_get(first, 'id')} did not lead to a working "
+                   f"connection ({said}; server: {_get(first, 'error') or describe(first)})",
+                   cause="see the server's error and the console", records=after[:3], lines=tail)
+
+
+def check_first_after(ev: Evidence, since: float, want: str, reason: str | None = None,
+                      mechanism: str | None = None) -> Verdict:
     """Simpler expectations on the first handshake after ``since``.
 
     ``want`` is one of ``full``, ``resumed``, ``nothing-offered``, ``refused``
@@ -288,8 +348,24 @@ def check_first_after(ev: Evidence, since: float, want: str, reason: str | None 
     shown = ev.records_between(None, since)[-2:] + after[:2]
     tail = [ln for ln in ev.lines if ln.mono >= since][:25]
     label = f"handshake #{_get(first, 'id')}"
-    if _get(first, "error") and not _get(first, "version"):
+    fallback = _fallback_after(after, first)
+    if fallback is not None:
+        shown = shown + [fallback] if fallback not in shown else shown
+        if want == "refused":
+            got = _get(first, "rejected")
+            if reason and got != reason:
+                return Verdict(False, WRONG_REASON, f"{label} refused with reason {got!r}, expected {reason!r}",
+                               records=shown)
+            return Verdict(True, REFUSED, f"{label}: offer refused ({got}); the device fell back to a full "
+                           f"handshake (#{_get(fallback, 'id')})", records=shown)
+        if want in ("full", "connected"):
+            label = f"handshake #{_get(fallback, 'id')} (fallback after #{_get(first, 'id')} was refused)"
+            first = fallback
+    if _get(first, "error") and not _get(first, "version") and not (want == "consistent" and fallback):
         return Verdict(False, FAILED_HANDSHAKE, f"{label} failed: {_get(first, 'error')}", records=shown, lines=tail)
+    if mechanism is not None and _get(first, "mechanism") != mechanism:
+        return Verdict(False, WRONG_MECHANISM, f"{label} used {_get(first, 'mechanism')}, expected {mechanism}",
+                       records=shown, lines=tail)
     resumed = bool(_get(first, "resumed"))
     if want == "connected":
         return Verdict(True, FULL if not resumed else PASS, f"{label} completed ({_get(first, 'mechanism')})",
@@ -305,6 +381,21 @@ def check_first_after(ev: Evidence, since: float, want: str, reason: str | None 
             return Verdict(False, NOTHING_OFFERED if not offered_anything(first) else REFUSED,
                            f"{label} was full ({why}) but a resumption was expected", records=shown, lines=tail)
         return Verdict(True, PASS, f"{label} resumed ({_get(first, 'mechanism')}) from #{_get(first, 'resumed_from')}",
+                       records=shown)
+    if want == "consistent":
+        # After a cut at an arbitrary point: resuming any session this server
+        # issued is fine, so is a clean full handshake; offering something the
+        # server does not recognise means the device restored a damaged record.
+        if resumed:
+            return Verdict(True, PASS, f"{label} resumed from #{_get(first, 'resumed_from')}", records=shown)
+        if not offered_anything(first):
+            return Verdict(True, FULL, f"{label}: nothing offered, clean full handshake", records=shown)
+        if _get(first, "rejected") in ("foreign", "unknown"):
+            return Verdict(False, REFUSED, f"{label}: the device offered {','.join(offered_fps(first))}, which this "
+                           f"server never issued (refused: {_get(first, 'rejected')})",
+                           cause="a damaged session record was restored and offered (torn write, no integrity "
+                                 "check)", records=shown, lines=tail)
+        return Verdict(True, REFUSED, f"{label}: offer refused ({_get(first, 'rejected')}), clean fallback",
                        records=shown)
     if want == "nothing-offered":
         if offered_anything(first):

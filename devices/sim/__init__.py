@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +42,12 @@ class SimBench:
     """Context manager around a ``python -m devices.sim`` process.
 
     Options mirror the command line (``settings`` = ``--set``, ``env`` =
-    ``--env``).  ``workdir`` is required here so logs and flash survive the
-    bench for post-mortems (pytest's tmp_path is the usual choice).
+    ``--env``).  Pass ``workdir`` (pytest's tmp_path is the usual choice) so
+    logs and flash survive the bench for post-mortems; without one a
+    temporary directory is made and removed again by :meth:`stop`.
     """
 
-    workdir: Path
+    workdir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
     firmware: str | None = None
@@ -56,6 +59,7 @@ class SimBench:
     brownout: float | None = None
     por: float | None = None
     garbage: bytes | None = None
+    tick: float | None = None
     log_level: str = "INFO"
     start_timeout: float = 20.0
     process: subprocess.Popen | None = None
@@ -63,6 +67,7 @@ class SimBench:
     uart_path: Path = Path()
     flash_path: Path = Path()
     lines: dict[str, str] = field(default_factory=dict)
+    _own_workdir: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -82,7 +87,8 @@ class SimBench:
             argv += ["--set", f"{key}={value}"]
         for key, value in self.env.items():
             argv += ["--env", f"{key}={value}"]
-        for opt, value in (("--tau", self.tau), ("--brownout", self.brownout), ("--por", self.por)):
+        for opt, value in (("--tau", self.tau), ("--brownout", self.brownout), ("--por", self.por),
+                           ("--tick", self.tick)):
             if value is not None:
                 argv += [opt, str(value)]
         if self.garbage is not None:
@@ -90,7 +96,11 @@ class SimBench:
         return argv
 
     def start(self) -> "SimBench":
-        Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="simbench-"))
+            self._own_workdir = True
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "ab") as err:
@@ -156,6 +166,8 @@ class SimBench:
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode
 
     def __enter__(self) -> "SimBench":

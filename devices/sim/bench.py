@@ -5,7 +5,7 @@ harness needs (``supply ...``, ``uart ...``, ``flash ...``, ``ready``) and
 runs until SIGINT/SIGTERM, then kills and reaps the firmware, removes the
 UART link and exits 0, leaving nothing behind.
 
-One monitor thread ties the parts together every ``tick`` (2 ms): it reads
+One monitor thread ties the parts together every ``tick`` (5 ms): it reads
 the rail (including the lowest value since the last tick, so a short dip
 between two ticks is not missed), kills the firmware when the rail falls
 below the brown-out threshold, boots it when the rail is back, and feeds
@@ -31,6 +31,7 @@ from pathlib import Path
 from .power import DEFAULT_FIRMWARE, DEFAULT_SETTINGS, FirmwareStartError, PowerDomain
 from .scpi import MAX_LINE
 from .supply import Supply
+from .firmware.variants import VARIANTS
 from .uart import GARBAGE, Uart
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class BenchConfig:
     tau: float = 0.1
     brownout: float = 2.5
     por: float = 1.0
-    tick: float = 0.002
+    tick: float = 0.005
     garbage: bytes = GARBAGE
 
 
@@ -158,7 +159,8 @@ class Bench:
         if not self.uart.vanish:
             self.uart.open()
         self._server = _ScpiServer((cfg.host, cfg.port), self.supply)
-        for target, name in ((self._server.serve_forever, "scpi"), (self._monitor, "monitor")):
+        server = self._server
+        for target, name in ((lambda: server.serve_forever(poll_interval=0.05), "scpi"), (self._monitor, "monitor")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -257,7 +259,7 @@ def parse_args(argv: list[str]) -> BenchConfig:
     p.add_argument("--tau", type=float, default=0.1, help="rail decay time constant, s")
     p.add_argument("--brownout", type=float, default=2.5, help="device dies below this rail voltage")
     p.add_argument("--por", type=float, default=1.0, help="below this the next boot is power-on, else brown-out")
-    p.add_argument("--tick", type=float, default=0.002, help="monitor period, s")
+    p.add_argument("--tick", type=float, default=0.005, help="monitor period, s")
     p.add_argument("--garbage", default=GARBAGE.hex(), help="hex bytes the UART emits at power-up")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
@@ -265,6 +267,8 @@ def parse_args(argv: list[str]) -> BenchConfig:
         garbage = bytes.fromhex(a.garbage)
     except ValueError:
         p.error(f"--garbage must be hex, got {a.garbage!r}")
+    if a.firmware == DEFAULT_FIRMWARE and a.variant not in VARIANTS:
+        p.error(f"unknown variant {a.variant!r} (known: {', '.join(VARIANTS)})")
     if a.tau <= 0 or not 0 <= a.por < a.brownout:
         p.error("need --tau > 0 and 0 <= --por < --brownout")
     logging.basicConfig(level=getattr(logging, a.log_level.upper(), logging.INFO), stream=sys.stderr,
@@ -297,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flash {bench.flash_path}", flush=True)
         print(f"workdir {bench.workdir}", flush=True)
         print("ready", flush=True)
-        while not done.wait(0.5):
-            pass
+        done.wait()  # interrupted by the signal handler
     finally:
         bench.stop()
     return 0

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import Console, open_psu, power_on
+from simkit import Console, open_psu, power_on
 from devices.sim.firmware import flash as fl
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import open_psu, power_on, wait_for
+from simkit import open_psu, power_on, wait_for
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_over_voltage_protection(psu):
 
 
 def test_over_current_protection_trips_on_radio(make_bench, server):
-    from conftest import Console
+    from simkit import Console
 
     bench = make_bench()
     rm, psu = open_psu(bench)

@@ -110,4 +110,4 @@ def test_first_after_expectations() -> None:
 def test_explanation_shows_fingerprints_and_lines() -> None:
     records = [rec(1, 5.0, issued=["3f2a9c1b0d4e"]), rec(2, 12.0)]
     text = verdict.resumed_across_power_loss(ev(records, lines=[(9.9, "flash: writing slot B")])).explain()
-    assert "3f2a9c1b0d4e" in text and "flash: writing slot B" in text and text.startswith("FAIL: ")
+    assert "3f2a9c1b0d4e" in text and "flash: writing slot B" in text and text.startswith("FAIL [nothing-offered]: ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         reexec=["-m", "devices.sim.firmware"] + argv,
     )
     logging.getLogger(__name__).info("boot: variant=%s reset=%s", variant.name, args.reset_cause)
+    # Non-blocking UART: input is polled with select, output to a port that
+    # nobody drains is dropped instead of hanging the firmware (see Console).
+    for fd in (0, 1):
+        os.set_blocking(fd, False)
     fw.boot()
     fw.run()
     return 0

@@ -42,7 +42,14 @@ class Rtc:
         return time.time() + self._stored_offset()
 
     def now_ms(self) -> int:
-        return int(self.now() * 1000)
+        """Ticket timestamps: an RTC ticks whole seconds, an uptime counter ms.
+
+        Whole seconds also mean that setting the clock back to a moment
+        truncated to the second never makes a ticket look younger than 0 s.
+        """
+        if self.uptime:
+            return int(self.now() * 1000)
+        return int(self.now()) * 1000
 
     def set(self, unix_seconds: float) -> None:
         if self.uptime:

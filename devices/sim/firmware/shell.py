@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,10 +58,24 @@ class Console:
     out_fd: int = 1
     state_fd: int | None = None
 
+    dropped: int = 0
+
     def write(self, text: str) -> None:
+        """Write to the UART; never block.
+
+        A UART transmitter does not wait for a listener: when nobody drains
+        the port (the pty buffer is full) the bytes are lost, not queued
+        forever, so an unread console can never hang the firmware.
+        """
         data = text.encode("utf-8", "replace")
         while data:
-            n = os.write(self.out_fd, data)
+            try:
+                n = os.write(self.out_fd, data)
+            except BlockingIOError:
+                if not self.dropped:
+                    log.warning("uart: nobody is reading, output dropped")
+                self.dropped += len(data)
+                return
             data = data[n:]
 
     def line(self, text: str) -> None:
@@ -87,6 +102,8 @@ class Held:
 
 @dataclass
 class Firmware:
+    """One power-on's worth of firmware: everything here is RAM, lost on a cut."""
+
     variant: Variant
     flash: Flash
     rtc: Rtc
@@ -144,7 +161,10 @@ class Firmware:
         after_cr = False  # "\r\n" is one line end, even split across reads
         while True:
             try:
+                select.select([0], [], [])
                 data = os.read(0, 1024)
+            except BlockingIOError:
+                continue
             except OSError as exc:
                 log.info("console input closed: %s", exc)
                 return
@@ -314,7 +334,7 @@ class Firmware:
         uptime = self.variant.uptime_clock
         try:
             outcome = handshake_and_talk(host, port, version, name, session, self.ca_file,
-                                         self.rtc.now(), uptime)
+                                         self.rtc.now(), uptime, fallback=self.variant.fallback)
         except HandshakeFailed as exc:
             if not (exc.offered and offer is not None and offer.tls_version == 3):
                 raise

@@ -12,25 +12,31 @@ Two things a firmware must do that tlslite-ng leaves to the caller:
   (done here with ``cryptography``: chain signatures, validity at the RTC's
   time, host name against the SAN);
 * fall back to a full handshake when a TLS 1.2 server refuses the offered
-  ticket: tlslite-ng's client assumes an offered ticket is accepted and
-  aborts otherwise, so the shell catches :class:`HandshakeFailed` with
-  ``offered=True`` and reconnects without the session.
+  ticket.  tlslite-ng's client assumes an offered ticket is accepted and
+  aborts otherwise.  Like Mbed TLS, the firmware sends a fresh random
+  session ID beside the ticket (RFC 5077 section 3.4): a server that accepts
+  the ticket echoes it, one that refuses does not.  :class:`FirmwareConnection`
+  checks that echo and continues with the full handshake in the same
+  connection (or aborts, for the no-fallback variant).  As a last resort the
+  shell also reconnects without the session when a handshake with an
+  offered ticket fails (e.g. a ticket accepted with a corrupt secret).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from tlslite import HandshakeSettings, TLSConnection
-from tlslite.constants import CipherSuite
+from tlslite.constants import AlertDescription, CipherSuite
 from tlslite.errors import TLSError
 from tlslite.messages import NewSessionTicket
 from tlslite.session import Session, Ticket
@@ -63,7 +69,6 @@ class Outcome:
     received: int
     new_session: StoredSession | None
     renewed: bool  # the server issued a ticket during this connection
-    fps: list[str] = field(default_factory=list)
 
 
 def is_ip(name: str) -> bool:
@@ -72,6 +77,29 @@ def is_ip(name: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+class FirmwareConnection(TLSConnection):
+    """tlslite's TLSConnection with RFC 5077 refusal detection for TLS 1.2."""
+
+    def __init__(self, sock: socket.socket, fallback: bool = True):
+        super().__init__(sock)
+        self.fallback = fallback
+        self.ticket_refused = False
+
+    def _clientResume(self, session, serverHello, clientRandom, nextProto, settings):  # noqa: N802,N803
+        if session is not None and session.tls_1_0_tickets and session.sessionID \
+                and serverHello.session_id != session.sessionID:
+            self.ticket_refused = True
+            log.info("server did not echo our session id: ticket refused")
+            if not self.fallback:
+                for result in self._sendError(AlertDescription.handshake_failure, "server refused session"):
+                    yield result
+            # Forget the ticket: tlslite then goes on with the full handshake.
+            session.tls_1_0_tickets = []
+            session.sessionID = bytearray(0)
+        for result in super()._clientResume(session, serverHello, clientRandom, nextProto, settings):
+            yield result
 
 
 def restore(stored: StoredSession, age_s: float) -> Session:
@@ -94,7 +122,8 @@ def restore(stored: StoredSession, age_s: float) -> Session:
         ticket = Ticket(bytearray(stored.ticket), stored.lifetime_s, bytearray(stored.secret),
                         stored.cipher_suite)
         ticket.time_received = received
-        session.create(bytearray(stored.secret), bytearray(0), stored.cipher_suite, None, None, None,
+        # A fresh random session ID beside the ticket: its echo tells acceptance.
+        session.create(bytearray(stored.secret), bytearray(os.urandom(32)), stored.cipher_suite, None, None, None,
                        None, False, stored.server_name, resumable=True,
                        extendedMasterSecret=stored.ext_master_secret,
                        tickets=[], tls_1_0_tickets=[ticket])
@@ -144,7 +173,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except (ValueError, TypeError, Exception):  # InvalidSignature and friends
+    except Exception:  # noqa: BLE001 - InvalidSignature, wrong key type, ...: all mean "not this issuer"
         return False
 
 
@@ -175,7 +204,7 @@ def _name_matches(pattern: str, name: str) -> bool:
 
 def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Session | None,
                        ca_file: Path | None, rtc_now: float, uptime_clock: bool,
-                       timeout: float = 10.0) -> Outcome:
+                       fallback: bool = True, timeout: float = 10.0) -> Outcome:
     """One TCP connection: handshake, verify, send a line, read the echo.
 
     Raises :class:`HandshakeFailed`; never lets a tlslite or socket error out.
@@ -193,20 +222,23 @@ def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Ses
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise HandshakeFailed(f"tcp connect to {host}:{port}: {exc.strerror or exc}", False) from None
-    conn = TLSConnection(sock)
+    conn = FirmwareConnection(sock, fallback=fallback)
     try:
         try:
             conn.handshakeClientCert(session=offer, settings=settings, serverName=sni)
         except (TLSError, OSError, ValueError, AssertionError) as exc:
             raise HandshakeFailed(f"handshake: {type(exc).__name__}: {exc}".rstrip(": "), offered) from None
         resumed = bool(conn.resumed)
+        # Read these now: tlslite resets conn.version when the peer closes.
+        tls13 = conn.version >= (3, 4)
+        suite = conn.session.cipherSuite
         if not resumed:
             chain = [bytes(c.bytes) for c in conn.session.serverCertChain.x509List] \
                 if conn.session.serverCertChain else []
             verify_certificate(chain, ca_file, name, None if uptime_clock else rtc_now)
+        received = bytearray()
         try:
             conn.write(APP_LINE)
-            received = bytearray()
             while not received.endswith(b"\n"):
                 data = conn.read(max=4096)
                 if not data:
@@ -215,11 +247,12 @@ def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Ses
         except (TLSError, OSError) as exc:
             if not received:
                 raise HandshakeFailed(f"application data: {type(exc).__name__}: {exc}", False) from None
-        tls13 = conn.version >= (3, 4)
-        new_session, renewed = _extract(conn, tls13, name, rtc_now, uptime_clock)
+        _drain_until_close(conn, sock)
+        # A real RTC counts whole seconds; an uptime counter counts ms.
+        now_ms = int(rtc_now * 1000) if uptime_clock else int(rtc_now) * 1000
+        new_session, renewed = _extract(conn, tls13, name, now_ms, uptime_clock)
         return Outcome(version="TLSv1.3" if tls13 else "TLSv1.2",
-                       cipher=CipherSuite.ietfNames.get(conn.session.cipherSuite,
-                                                        f"0x{conn.session.cipherSuite:04x}"),
+                       cipher=CipherSuite.ietfNames.get(suite, f"0x{suite:04x}"),
                        resumed=resumed, sent=len(APP_LINE), received=len(received),
                        new_session=new_session, renewed=renewed)
     finally:
@@ -230,10 +263,23 @@ def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Ses
         sock.close()
 
 
-def _extract(conn: TLSConnection, tls13: bool, name: str, rtc_now: float,
+def _drain_until_close(conn: TLSConnection, sock: socket.socket, grace: float = 1.0) -> None:
+    """Read on until the server closes, so TLS 1.3 tickets sent late still arrive.
+
+    The reference server echoes one line and closes, so this costs nothing;
+    a server that keeps the connection open costs at most ``grace``.
+    """
+    sock.settimeout(grace)
+    try:
+        while conn.read(max=4096):
+            pass
+    except (TLSError, OSError):
+        pass
+
+
+def _extract(conn: TLSConnection, tls13: bool, name: str, now_ms: int,
              uptime_clock: bool) -> tuple[StoredSession | None, bool]:
     """The session worth storing after this connection, and whether it is new."""
-    now_ms = int(rtc_now * 1000)
     s = conn.session
     if tls13:
         tickets = list(conn.tickets or [])

@@ -1,0 +1,143 @@
+"""Issue 6's must-show: every scenario against every firmware variant, the whole matrix asserted.
+
+Each variant runs the default suite (every scenario file except the soak) in
+a child pytest on its own simulated bench, three at a time.  The verdict
+code of every cell is read from the JUnit XML (``FAIL [code]: ...``) and the
+whole matrix is compared with :data:`EXPECTED`:
+
+* the correct firmware passes every scenario;
+* each variant fails the scenarios that target its bug, with the expected
+  diagnosis;
+* every other cell is pinned too (pass, or the failure the bug must cause),
+  so a verdict that changes anywhere is noticed.
+
+The table is written to ``matrix.md`` in the test's temporary folder and
+printed; the README's matrix is this output.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from scenario_suite import Outcome, run_suite
+
+VARIANTS = ["correct", "ram-only", "no-renew", "torn-write", "no-fallback", "uptime-clock", "any-server"]
+SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml")
+                   if p.stem != "soak_random_power_cuts")
+
+P = "pass"
+# What each variant's bug must do to each scenario, by verdict code.  A cell
+# with a set accepts any of those (the point a random bit flip or a torn write
+# lands on decides between equally valid diagnoses).  Cells not listed: pass.
+EXPECTED: dict[str, dict[str, object]] = {
+    "ram-only": {
+        "first_boot_full_handshake": "not-stored",
+        "power_cut_during_session_write": "trigger-not-seen",
+        "resume_after_power_loss": "nothing-offered",
+        "soft_reconnect_and_power_loss": "nothing-offered",
+        "repeated_power_cycles": "nothing-offered",
+        "ticket_expired_during_power_off": "nothing-offered",
+        "server_keys_rotated_during_power_off": "nothing-offered",
+        "corrupted_session_record": "not-stored",
+        "brownout_during_idle": "nothing-offered",
+        "server_identity_changed": "nothing-offered",
+        "long_power_off_without_clock": "nothing-offered",
+        "tls12_session_meets_tls13_only_server": "nothing-offered",
+    },
+    "no-renew": {
+        "repeated_power_cycles[tls1.3]": "stale-session",
+        "soft_reconnect_and_power_loss[tls1.3]": "stale-session",
+        # It never writes the renewed session, so the cut has no write to land in.
+        "power_cut_during_session_write": "trigger-not-seen",
+    },
+    "torn-write": {
+        "corrupted_session_record": {"refused", "no-boot", "forbidden-output", "unexpected-resume"},
+        "power_cut_during_session_write": {P, "refused", "no-boot", "forbidden-output"},
+    },
+    "no-fallback": {
+        "ticket_expired_during_power_off": "no-fallback",
+        "server_keys_rotated_during_power_off": "no-fallback",
+        "tls12_session_meets_tls13_only_server": "no-fallback",
+    },
+    "uptime-clock": {
+        "resume_after_power_loss[tls1.3]": "nothing-offered",
+        "long_power_off_without_clock": "nothing-offered",
+        "soft_reconnect_and_power_loss[tls1.3]": "nothing-offered",
+        "repeated_power_cycles[tls1.3]": "nothing-offered",
+        "brownout_during_idle[tls1.3]": "nothing-offered",
+        "server_identity_changed[tls1.3]": "nothing-offered",
+        "corrupted_session_record[tls1.3]": "nothing-offered",
+        "ticket_expired_during_power_off[tls1.3]": {"nothing-offered", "wrong-reason"},
+        "server_keys_rotated_during_power_off[tls1.3]": "nothing-offered",
+        "tls12_session_meets_tls13_only_server": "nothing-offered",
+        "power_cut_during_session_write": {P, "nothing-offered"},
+    },
+    "any-server": {"server_identity_changed": "refused"},
+}
+# The bug each variant exists for must be caught by these cells at least.
+MUST_CATCH = {
+    "ram-only": ["resume_after_power_loss", "soft_reconnect_and_power_loss"],
+    "no-renew": ["repeated_power_cycles[tls1.3]"],
+    "torn-write": ["corrupted_session_record", "power_cut_during_session_write"],
+    "no-fallback": ["ticket_expired_during_power_off", "server_keys_rotated_during_power_off",
+                    "tls12_session_meets_tls13_only_server"],
+    "uptime-clock": ["resume_after_power_loss[tls1.3]", "long_power_off_without_clock"],
+    "any-server": ["server_identity_changed"],
+}
+
+
+def code_of(result: Outcome) -> str:
+    if result.outcome == "passed":
+        return P
+    if result.outcome == "skipped":
+        return "skipped"
+    found = re.search(r"FAIL \[([a-z-]+)\]", result.message)
+    if found:
+        return found.group(1)
+    return "error"
+
+
+def expected_for(variant: str, test: str) -> object:
+    table = EXPECTED.get(variant, {})
+    scenario = test.split("[")[0]
+    return table.get(test, table.get(scenario, P))
+
+
+def _run(variant: str, tmp: Path) -> dict[str, Outcome]:
+    results, _ = run_suite(tmp / variant, "--sim-variant", variant, "scenarios/", timeout=1500)
+    return results
+
+
+def test_variant_matrix(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {v: pool.submit(_run, v, tmp_path) for v in VARIANTS}
+        matrix = {v: f.result() for v, f in futures.items()}
+    tests = sorted({t for results in matrix.values() for t in results})
+    assert {t.split("[")[0] for t in tests} == set(SCENARIOS), tests
+
+    rows = ["| scenario | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    wrong = []
+    for test in tests:
+        cells = []
+        for variant in VARIANTS:
+            result = matrix[variant].get(test)
+            got = code_of(result) if result else "missing"
+            want = expected_for(variant, test)
+            ok = got in want if isinstance(want, set) else got == want
+            if not ok:
+                first = result.message.strip().splitlines()[0][:300] if result and result.message.strip() else ""
+                wrong.append(f"{variant} / {test}: expected {want}, got {got}: {first}")
+            cells.append(got if got == P else f"**{got}**")
+        rows.append(f"| {test} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    (tmp_path / "matrix.md").write_text(table + "\n")
+    print("\n" + table)
+
+    for variant, needed in MUST_CATCH.items():
+        for cell in needed:
+            hits = [t for t in tests if t == cell or t.split("[")[0] == cell]
+            assert hits and any(code_of(matrix[variant][t]) != P for t in hits), (variant, cell)
+    assert all(code_of(r) == P for r in matrix["correct"].values()), "the correct firmware failed a scenario"
+    assert not wrong, "matrix differs from the expected one:\n" + "\n".join(wrong) + "\n" + table
