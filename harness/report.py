@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .clock import iso, wall_from_mono
-from .verdict import _get, describe, hhmmss
+from .verdict import _get, describe, hhmmss, offered_anything
 
 
 def safe_name(text: str) -> str:
@@ -47,11 +47,15 @@ class ScenarioResult:
     resumed_ms: list[float] = field(default_factory=list)
     verdict: str = ""
     run_dir: str = ""
+    #: why each full handshake was full: "nothing offered" or the server's refusal reason
+    full_reasons: dict[str, int] = field(default_factory=dict)
+    failed_handshakes: int = 0
 
 
 def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[Any],
                   lines: Iterable[Any], supply_events: Iterable[Any], steps: Iterable[tuple[float, str]],
-                  cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str) -> ScenarioResult:
+                  cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str,
+                  seed: int | None = None) -> ScenarioResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
     lines = list(lines)
@@ -86,7 +90,8 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
     events.sort(key=lambda e: e[0])
     with open(run_dir / "timeline.txt", "w", encoding="utf-8") as out:
         out.write(f"# {nodeid}: {outcome}\n")
-        out.write(f"# start {iso(wall_from_mono(start))}, {end - start:.2f} s\n")
+        out.write(f"# start {iso(wall_from_mono(start))}, {end - start:.2f} s"
+                  + (f", random seed {seed}" if seed is not None else "") + "\n")
         for mono, source, text in events:
             out.write(f"{hhmmss(mono)} {mono - start:9.3f}  {source:<7} {text}\n")
         if verdict_text:
@@ -102,6 +107,7 @@ def summarize(nodeid: str, outcome: str, duration: float, records: list[Any], ve
                          verdict=verdict_text.splitlines()[0] if verdict_text else "", run_dir=run_dir)
     for rec in records:
         if _get(rec, "error") and not _get(rec, "version"):
+            res.failed_handshakes += 1
             continue
         res.handshakes += 1
         size = int(_get(rec, "bytes_in", 0) or 0) + int(_get(rec, "bytes_out", 0) or 0)
@@ -114,6 +120,8 @@ def summarize(nodeid: str, outcome: str, duration: float, records: list[Any], ve
             res.full += 1
             res.full_bytes.append(size)
             res.full_ms.append(ms)
+            why = _get(rec, "rejected") or ("offered, refused" if offered_anything(rec) else "nothing offered")
+            res.full_reasons[why] = res.full_reasons.get(why, 0) + 1
     return res
 
 
@@ -127,7 +135,16 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
     full = sum(r.full for r in results)
     resumed = sum(r.resumed for r in results)
     out = [f"scenarios: {len(results)} run, {passed} passed, {failed} failed, {skipped} skipped",
-           f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed)"]
+           f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed"
+           + (f", {100 * resumed / (full + resumed):.1f}% resumed" if full + resumed else "")
+           + f"; {sum(r.failed_handshakes for r in results)} did not complete)"]
+    reasons: dict[str, int] = {}
+    for r in results:
+        for why, n in r.full_reasons.items():
+            reasons[why] = reasons.get(why, 0) + n
+    if reasons:
+        out.append("full handshakes by reason: " + ", ".join(f"{why} {n}" for why, n in
+                                                           sorted(reasons.items(), key=lambda kv: -kv[1])))
     fb = [b for r in results for b in r.full_bytes]
     rb = [b for r in results for b in r.resumed_bytes]
     fm = [m for r in results for m in r.full_ms]

@@ -86,3 +86,19 @@ def test_autoconnect_device_needs_no_shell(tmp_path: Path) -> None:
     path.write_text(text)
     spec = devicefile.load(path)
     assert spec.firmware.autoconnect and "connect" not in spec.firmware.commands
+
+
+def test_bad_device_file_stops_pytest_with_one_line(tmp_path: Path) -> None:
+    """`pytest --device bad.yaml`: exit code 4, file:line: key, no traceback, nothing powered."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CASES[2][0])
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--device", str(bad),
+                           "--run-dir", str(tmp_path / "runs"), "scenarios/first_boot_full_handshake.yaml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out
+    assert f"device file error: {bad}:{_line_of(CASES[2][0], 'channel: 0')}: supply.channel:" in out, out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()

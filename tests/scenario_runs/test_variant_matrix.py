@@ -99,6 +99,16 @@ def code_of(result: Outcome) -> str:
     return "error"
 
 
+def _natural(test: str) -> tuple:
+    """power_cut...[0.1] after [0.09], not before it."""
+    base, _, param = test.partition("[")
+    param = param.rstrip("]")
+    try:
+        return (base, 0, float(param), "")
+    except ValueError:
+        return (base, 1, 0.0, param)
+
+
 def expected_for(variant: str, test: str) -> object:
     table = EXPECTED.get(variant, {})
     scenario = test.split("[")[0]
@@ -114,7 +124,7 @@ def test_variant_matrix(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {v: pool.submit(_run, v, tmp_path) for v in VARIANTS}
         matrix = {v: f.result() for v, f in futures.items()}
-    tests = sorted({t for results in matrix.values() for t in results})
+    tests = sorted({t for results in matrix.values() for t in results}, key=_natural)
     assert {t.split("[")[0] for t in tests} == set(SCENARIOS), tests
 
     rows = ["| scenario | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]

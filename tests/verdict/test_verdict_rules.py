@@ -111,3 +111,48 @@ def test_explanation_shows_fingerprints_and_lines() -> None:
     records = [rec(1, 5.0, issued=["3f2a9c1b0d4e"]), rec(2, 12.0)]
     text = verdict.resumed_across_power_loss(ev(records, lines=[(9.9, "flash: writing slot B")])).explain()
     assert "3f2a9c1b0d4e" in text and "flash: writing slot B" in text and text.startswith("FAIL [nothing-offered]: ")
+
+
+def test_failed_connect_names_missing_fallback() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, offered={"psk": ["aa"]}, rejected="rotated", issued=["bb"])]
+    v = verdict.failed_connect(ev(records), 11.0, "connect failed: server refused session")
+    assert v.code == verdict.NO_FALLBACK and "gave up" in v.summary and "rotated" in v.summary
+
+
+def test_failed_connect_with_a_damaged_offer_is_not_blamed_on_fallback() -> None:
+    records = [rec(2, 12.0, offered={"psk": ["zz"]}, rejected="foreign")]
+    v = verdict.failed_connect(ev(records), 11.0, "connect failed")
+    assert v.code == verdict.REFUSED and "never issued" in v.summary
+
+
+def test_failed_connect_that_never_reached_the_server() -> None:
+    assert verdict.failed_connect(ev([rec(1, 5.0)]), 11.0, "connect failed: timeout").code == verdict.NO_CONNECT
+
+
+def test_aborted_refusal_followed_by_fallback_counts_as_one_connection() -> None:
+    """A TLS stack that aborts on a refused ticket, then a fallback connection."""
+    aborted = rec(2, 12.0, version=None, offered={"ticket": "aa"}, rejected="expired",
+                  error="client aborted: unexpected message")
+    records = [rec(1, 5.0, issued=["aa"], version="TLSv1.2"), aborted, rec(3, 12.2, version="TLSv1.2", issued=["cc"])]
+    e = ev(records)
+    assert verdict.check_first_after(e, 11.0, "refused", "expired").ok
+    assert verdict.check_first_after(e, 11.0, "refused", "rotated").code == verdict.WRONG_REASON
+    assert verdict.check_first_after(e, 11.0, "full").ok
+    assert verdict.resumed_across_power_loss(e).code == verdict.REFUSED
+
+
+def test_consistent_accepts_any_issued_session_but_not_a_damaged_offer() -> None:
+    base = [rec(1, 2.0, issued=["aa"]), rec(2, 5.0, resumed=True, frm=1, issued=["bb"])]
+    old = base + [rec(3, 12.0, resumed=True, frm=1, offered={"psk": ["aa"]})]
+    assert verdict.check_first_after(ev(old), 11.0, "consistent").ok
+    clean = base + [rec(3, 12.0)]
+    assert verdict.check_first_after(ev(clean), 11.0, "consistent").ok
+    damaged = base + [rec(3, 12.0, offered={"psk": ["d4"]}, rejected="unknown")]
+    v = verdict.check_first_after(ev(damaged), 11.0, "consistent")
+    assert not v.ok and "damaged" in v.cause
+
+
+def test_mechanism_is_checked_when_asked() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1, version="TLSv1.2")]
+    assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="ticket").ok
+    assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="psk").code == verdict.WRONG_MECHANISM
