@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import clock, verdict
-from .device import Device
+from .device import BootError, Device
 from .devicefile import DeviceSpec
 from .errors import BenchTimeout, HarnessError
 from .scenario import Scenario, Step, substitute
@@ -39,7 +39,7 @@ def server_knobs(settings: dict[str, Any]) -> dict[str, Any]:
     elif "versions" in knobs:
         knobs["versions"] = tuple(knobs["versions"])
     return knobs
-_VERSION_ARG = {"tls1.2": "tls1.2", "tls1.3": "tls1.3", "auto": "auto"}
+
 
 
 class ScenarioFailure(HarnessError):
@@ -323,7 +323,7 @@ class Engine:
         name = args.get("server", "primary")
         server = self.server(name)
         self._last_server = name
-        version = _VERSION_ARG[args.get("version", "auto")]
+        version = args.get("version", "auto")
         sni = args.get("sni") or server.names[0]
         self._last_connect_mono = clock.now()
         attempt = self.rig.device.connect(self.rig.spec.server.reach_host, server.port, version, sni,
@@ -444,8 +444,6 @@ class Engine:
 
 
 def _code_for(step: Step, exc: HarnessError) -> str:
-    from .device import BootError
-
     name = type(exc).__name__
     if isinstance(exc, BootError):
         return "no-boot"
