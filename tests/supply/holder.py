@@ -12,6 +12,7 @@ Run by the safe-state tests: ``python holder.py RESOURCE MODE LOG [VISA_LIBRARY]
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,10 @@ from harness.supply import Supply
 
 
 def main() -> None:
+    # Behave like a test run at a terminal, where Ctrl-C raises
+    # KeyboardInterrupt: a shell that started this test run in the background
+    # (as CI runners do) leaves SIGINT ignored, and children inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     resource, mode, log_path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     library = sys.argv[4] if len(sys.argv) > 4 else "@py"
     if mode == "leak":
