@@ -60,6 +60,7 @@ from typing import Callable, Iterable, Pattern, Sequence, Union
 import serial
 
 from . import clock
+from .fingerprint import fp
 from .consolefile import CaptureWriter, escape, line_record, prefix
 from .errors import BenchTimeout, HarnessError
 
@@ -264,7 +265,7 @@ class Console:
     def __init__(self, url: str, baudrate: int = 115200, capture_path: Path | str | None = None,
                  reopen: bool = True, *, line_ending: str = "\r\n", char_delay: float = 0.0,
                  partial_idle: float = 0.05, poll_interval: float = 0.02, presence_check: float = 0.25,
-                 write_timeout: float = 2.0, name: str | None = None):
+                 write_timeout: float = 2.0, name: str | None = None, redact: Sequence[str] = ()):
         self.url = str(url)
         self.baudrate = baudrate
         self.reopen = reopen
@@ -276,6 +277,10 @@ class Console:
         self.write_timeout = write_timeout
         self.name = name or self.url
         self.capture_path = Path(capture_path) if capture_path is not None else None
+        #: patterns for secrets a firmware may print (an Mbed TLS debug dump of
+        #: the master secret): replaced before a line is stored, matched or
+        #: captured, so they never reach a log, report or exception
+        self._redact = [re.compile(p.encode("utf-8")) for p in redact]
 
         self._cond = threading.Condition()          # guards everything below
         self._port_lock = threading.Lock()          # port object vs. writers
@@ -794,10 +799,12 @@ class Console:
                 mono, wall = st.mono, st.wall
                 new = []
                 for raw in parts:
+                    end = pos + len(raw) + 1        # stream positions count the bytes as received
+                    if self._redact:
+                        raw = self._scrub(raw)
                     text = raw.decode("utf-8", "replace")
                     if "\r" in text:
                         text = text.replace("\r", "")
-                    end = pos + len(raw) + 1
                     new.append(Line(mono, wall, text, raw, pos, end, False))
                     pos = end
                 if self._triggers:
@@ -845,11 +852,17 @@ class Console:
                     self._violations.append((g, line))
                     log.error("console %s: forbidden output %r: %s", self.name, g.pattern.pattern, line.text)
 
+    def _scrub(self, raw: bytes) -> bytes:
+        """Replace every redact match by its fingerprint: still traceable, no longer secret."""
+        for rx in self._redact:
+            raw = rx.sub(lambda m: f"<redacted {fp(m.group(0))}>".encode(), raw)
+        return raw
+
     def _flush_partial(self, st: clock.Stamp) -> Line | None:
         """Turn the pending bytes into a partial Line (port vanished / closing / matched). Lock held."""
         if not self._pending:
             return None
-        raw = self._pending
+        raw = self._scrub(self._pending) if self._redact else self._pending
         text = raw.decode("utf-8", "replace").replace("\r", "")
         line = Line(st.mono, st.wall, text, raw, self._pending_start, self._pos, True)
         self._pending = b""

@@ -88,6 +88,9 @@ class FirmwareSpec:
     #: harness reset-cause names (power-on, brown-out, software, watchdog) ->
     #: a pattern for what this firmware prints in the reset_cause group
     reset_causes: dict[str, str] = field(default_factory=dict)
+    #: patterns for secrets the firmware may print (debug dumps of keys or
+    #: tickets): replaced by a fingerprint before anything stores the line
+    redact: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -294,24 +297,29 @@ def _commands(fw: Map) -> dict[str, CommandSpec]:
     return result
 
 
+def _regex_list(sec: Map, key: str) -> list[str]:
+    items = sec.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+        raise ConfigError(sec.file, sec.line_of(key), f"firmware.{key}", "expected a list of regular expressions")
+    for index, pattern in enumerate(items):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(sec.file, sec.line_of(key), f"firmware.{key}[{index}]",
+                              f"not a valid regular expression: {exc}") from None
+    return list(items)
+
+
 _FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "reset_causes", "session_stored",
-                  "flash_write", "forbid", "autoconnect", "commands"}
+                  "flash_write", "forbid", "redact", "autoconnect", "commands"}
 
 
 def _firmware(doc: Map) -> FirmwareSpec:
     sec = _section(doc, "firmware")
     assert sec is not None
     _no_unknown(sec, _FIRMWARE_KEYS, "firmware")
-    forbid = sec.get("forbid", [])
-    if not isinstance(forbid, list) or not all(isinstance(p, str) for p in forbid):
-        raise ConfigError(sec.file, sec.line_of("forbid"), "firmware.forbid",
-                          "expected a list of regular expressions")
-    for index, pattern in enumerate(forbid):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(sec.file, sec.line_of("forbid"), f"firmware.forbid[{index}]",
-                              f"not a valid regular expression: {exc}") from None
+    forbid = _regex_list(sec, "forbid")
+    redact = _regex_list(sec, "redact")
     autoconnect = _typed(sec, "autoconnect", (bool,), "true or false", False, "firmware")
     causes = sec.get("reset_causes", {})
     if not isinstance(causes, dict):
@@ -332,10 +340,11 @@ def _firmware(doc: Map) -> FirmwareSpec:
         reset_cause=_regex(sec, "reset_cause", None, "firmware"),
         session_stored=_regex(sec, "session_stored", None, "firmware"),
         flash_write=_regex(sec, "flash_write", None, "firmware"),
-        forbid=list(forbid),
+        forbid=forbid,
         autoconnect=autoconnect,
         commands=_commands(sec),
         reset_causes={str(k): v for k, v in causes.items()},
+        redact=redact,
     )
     if spec.reset_cause is not None and "cause" not in re.compile(spec.reset_cause).groupindex:
         raise sec.error("reset_cause", "needs a named group (?P<cause>...)",
@@ -458,7 +467,7 @@ def load(path: str | Path) -> DeviceSpec:
 
 
 #: Names every device-file template may use besides bench resources and variables.
-RUNTIME_NAMES = {"run_dir", "python", "server_ca", "server_host", "server_port", "server_name",
+RUNTIME_NAMES = {"run_dir", "bench_dir", "python", "server_ca", "server_host", "server_port", "server_name",
                  "sim_variant", "sim_uart_mode"}
 COMMAND_ARGS = {"connect": {"host", "port", "version", "sni"}, "set_clock": {"unix", "iso"}}
 

@@ -109,6 +109,14 @@ class Trace:
 
 
 class Engine:
+    """Runs one expanded scenario (one parameter combination) on a :class:`Rig`.
+
+    Each ``_step_<action>`` method is one step kind of the scenario schema;
+    the parser (:mod:`harness.scenario`) has already checked the arguments, so
+    a handler only meets bench problems, which become a
+    :class:`ScenarioFailure` with a code.
+    """
+
     def __init__(self, rig: Rig, scenario: Scenario, params: dict[str, Any], *,
                  on_step: Callable[[Step, dict[str, Any]], None] | None = None):
         self.rig = rig
@@ -131,6 +139,10 @@ class Engine:
 
     # -- lifecycle ------------------------------------------------------------
     def check_requirements(self) -> None:
+        """Skip before touching the bench if the device file cannot support a step."""
+        if self.rig.spec.firmware.session_stored is None and _uses(self.scenario.steps, "expect_stored"):
+            raise ScenarioSkip(f"{self.scenario.file}: uses expect_stored, but {self.rig.spec.path} has no "
+                               "firmware.session_stored pattern")
         for name in self.scenario.requires:
             if name == "corrupt_session" and self.rig.flash_file is not None:
                 continue
@@ -233,7 +245,7 @@ class Engine:
         ``cut_time`` is when power was last cut: setting the device clock to it
         models an RTC that stopped while the device was unpowered.
         """
-        cuts = self.rig.device.cuts
+        cuts = self.rig.device.cuts[self.trace.cut_index_start:]
         cut = clock.wall_from_mono(cuts[-1].off_mono) if cuts else time.time()
         return {"now": round(time.time(), 3), "cut_time": round(cut, 3)}
 
@@ -256,7 +268,11 @@ class Engine:
             trig = self._trigger
             if not trig.fired and not trig.armed:
                 # The line was seen; the cut is scheduled after its delay.
-                trig.wait(trig.delay + 5.0)
+                try:
+                    trig.wait(trig.delay + 5.0)
+                except BenchTimeout as exc:
+                    raise ScenarioFailure(step, f"cut_power_when: the line came but the cut did not happen: {exc}",
+                                          code="trigger-not-seen") from None
             fired = trig.fired
             self._disarm()
             if not fired:
@@ -341,7 +357,7 @@ class Engine:
     def _step_device(self, step: Step, args: dict[str, Any]) -> None:
         extra = dict(args.get("args") or {})
         if args["command"] == "set_clock" and "unix" in extra:
-            extra.setdefault("iso", "")
+            extra.setdefault("iso", clock.iso(float(extra["unix"])))
         attempt = self.rig.device.command(args["command"], timeout=args.get("timeout"), **extra)
         if not attempt.ok:
             raise ScenarioFailure(step, f"device command {args['command']!r} failed: {attempt.detail}")
@@ -351,9 +367,7 @@ class Engine:
 
     def _step_expect_stored(self, step: Step, args: dict[str, Any]) -> None:
         pattern = self.rig.spec.firmware.session_stored
-        if pattern is None:
-            raise ScenarioSkip(f"{self.rig.spec.path}: firmware.session_stored is not set, so the harness cannot "
-                               "see the device store its session")
+        assert pattern is not None  # checked in check_requirements
         try:
             self.rig.console.expect(pattern, timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
         except BenchTimeout as exc:
@@ -387,7 +401,7 @@ class Engine:
         if self.rig.flash_file is not None:
             path = Path(self.rig.flash_file)
             data = bytearray(path.read_bytes())
-            rng = random.Random(args.get("seed", 1))
+            rng = random.Random(args["seed"]) if "seed" in args else self.rng
             written = [i for i, b in enumerate(data) if b != 0xFF]
             first, last = (written[0], written[-1] + 1) if written else (0, len(data))
             # Leave the first quarter of what was written (where a record's
@@ -424,7 +438,7 @@ class Engine:
         elif outcome == "no_handshake":
             since = self._last_connect_mono or self.trace.start
             seen = ev.records_between(since)
-            judged = verdict.Verdict(not seen, "no-handshake" if not seen else verdict.UNEXPECTED_RESUME,
+            judged = verdict.Verdict(not seen, "no-handshake" if not seen else "unexpected-handshake",
                                      "no handshake reached the server" if not seen else
                                      f"{len(seen)} handshake(s) reached the server", records=seen[:3])
         else:
@@ -441,6 +455,10 @@ class Engine:
     def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
         for _ in range(int(args["times"])):
             self._run_steps(step.steps, depth=1)
+
+
+def _uses(steps: list[Step], action: str) -> bool:
+    return any(s.action == action or _uses(s.steps, action) for s in steps)
 
 
 def _code_for(step: Step, exc: HarnessError) -> str:

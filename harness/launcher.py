@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -34,7 +35,13 @@ class LaunchedBench:
     _tail: deque = field(default_factory=lambda: deque(maxlen=50))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the bench by its own handle: SIGTERM, then SIGKILL if it hangs."""
+        """Stop the bench by its own handle: SIGTERM, then SIGKILL if it hangs.
+
+        The bench runs in its own session (a Ctrl-C for pytest must not kill
+        it before the teardown has put the supply in its safe state), so a
+        child it failed to reap would outlive it: after the leader is gone,
+        anything left in its process group is killed too.
+        """
         proc = self.process
         if proc.poll() is None:
             proc.terminate()
@@ -44,6 +51,10 @@ class LaunchedBench:
                 log.warning("bench pid %d ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
                 proc.wait(timeout)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if proc.stdout:
             proc.stdout.close()
 
@@ -60,13 +71,12 @@ def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str]
     log_file = open(log_path, "ab")
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     except OSError as exc:
-        log_file.close()
         raise HarnessError(f"bench.start: cannot run {argv[0]!r}: {exc}") from None
     finally:
-        pass
-    log_file.close()
+        log_file.close()
     patterns = {name: re.compile(rx) for name, rx in spec.resources.items()}
     ready = re.compile(spec.ready)
     resources: dict[str, str] = {}
@@ -111,6 +121,21 @@ def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str]
         raise HarnessError(f"bench did not announce {', '.join(missing)}; it printed: " + " | ".join(seen))
     log.info("bench up: %s", ", ".join(f"{k}={v}" for k, v in resources.items()))
     return bench
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started the bench dies.
+
+    A SIGKILLed test process runs no teardown; without this the bench (and its
+    pseudo-terminal and port) would live on.  The supply itself is covered by
+    the watchdog.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -235,10 +235,13 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
         if not args:
             raise ConfigError(file, line, where, "say what to change: rotate_keys, tickets, lifetime, "
                               "tls13_tickets, session_cache or versions")
-    if action == "brownout" and args.get("duration", 0) > 60:
+    duration = args.get("duration")
+    if action == "brownout" and isinstance(duration, (int, float)) and duration > 60:
         raise err("duration", "a brown-out longer than a minute is a power cut: use power_off")
-    if action == "repeat" and args["times"] < 1:
-        raise err("times", "must be at least 1")
+    if action == "repeat" and (not isinstance(args["times"], int) or args["times"] < 1):
+        raise err("times", f"must be a whole number of at least 1, got {args['times']!r}")
+    if action == "corrupt_session" and isinstance(args.get("bytes"), int) and args["bytes"] < 1:
+        raise err("bytes", "must be at least 1")
 
 
 _TOP = {"schema", "name", "description", "markers", "timeout", "server", "parameters", "repeat",
@@ -287,6 +290,12 @@ def parse(doc: Any, file: str) -> Scenario:
                               f"unknown server setting{_closest(str(key), _SERVER_KEYS)}; allowed: "
                               + ", ".join(sorted(_SERVER_KEYS)))
     if server:
+        for key, (kinds, _) in _STEP_KEYS["server"].items():
+            if key in server and (not isinstance(server[key], kinds)
+                                  or (isinstance(server[key], bool) and bool not in kinds)):
+                names = " or ".join(dict.fromkeys("number" if k in (int, float) else k.__name__ for k in kinds))
+                raise ConfigError(file, server.line_of(key), f"server.{key}",
+                                  f"expected {names}, got {server[key]!r}")
         _check_values("server", dict(server), file, server, doc.line_of("server"), "server")
     params = doc.get("parameters", Map())
     if not isinstance(params, dict):
@@ -316,14 +325,24 @@ RUNTIME_VALUES = {"now", "cut_time", "seed"}
 
 def _check_placeholders(steps: list[Step], names: set[str], file: str) -> None:
     names = names | RUNTIME_VALUES
+
+    def check(value: Any, where: str, line: int | None) -> None:
+        if isinstance(value, str):
+            for found in re.findall(r"\{([^{}]*)\}", value):
+                if found not in names:
+                    raise ConfigError(file, line, where, f"unknown parameter {{{found}}}; declared: "
+                                      + (", ".join(sorted(names)) or "none"))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check(item, f"{where}.{key}", getattr(value, "line_of", lambda k: line)(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                check(item, f"{where}[{index}]", line)
+
     for step in steps:
         for key, value in step.args.items():
-            if isinstance(value, str):
-                for found in re.findall(r"\{([^{}]*)\}", value):
-                    if found not in names:
-                        raise ConfigError(file, step.line, f"{step.action}.{key}",
-                                          f"unknown parameter {{{found}}}; declared: {', '.join(sorted(names)) or 'none'}")
-        _check_placeholders(step.steps, names, file)
+            check(value, f"{step.action}.{key}", step.line)
+        _check_placeholders(step.steps, names - RUNTIME_VALUES, file)
 
 
 def load(path: str | Path) -> Scenario:

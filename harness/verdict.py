@@ -52,6 +52,11 @@ def offered_anything(record: Any) -> bool:
     return bool(_get(offered, "ticket") or _get(offered, "psk") or _get(offered, "session_id"))
 
 
+def began(record: Any) -> float:
+    """When the connection was accepted, on the harness clock."""
+    return float(_get(record, "mono")) - float(_get(record, "duration_ms") or 0.0) / 1000.0
+
+
 def offered_fps(record: Any) -> list[str]:
     offered = _get(record, "offered") or {}
     fps = list(_get(offered, "psk") or [])
@@ -100,8 +105,14 @@ class Evidence:
     discharge_below: float | None = None
 
     def records_between(self, start: float | None, end: float | None = None) -> list[Any]:
+        """Records whose connection *began* in [start, end).
+
+        A record is stamped when its handshake ends; a connection cut by a
+        power loss may only end (server timeout) after power is back, and
+        must not count as the first handshake after the cut.
+        """
         return [r for r in self.records
-                if (start is None or _get(r, "mono") >= start) and (end is None or _get(r, "mono") < end)]
+                if (start is None or began(r) >= start) and (end is None or began(r) < end)]
 
     def lines_between(self, start: float, end: float) -> list[Any]:
         return [ln for ln in self.lines if start <= ln.mono <= end]
@@ -150,7 +161,7 @@ def _fallback_after(records: Sequence[Any], first: Any) -> Any | None:
         return None
     for r in records[1:]:
         if _get(r, "version") and not _get(r, "error"):
-            return r
+            return r if not _get(r, "resumed") else None
         if offered_anything(r):
             break
     return None
@@ -209,14 +220,27 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
     boots_after = [b for b in ev.boots if b.mono >= on]
     next_cut = next((c.off_mono for c in ev.cuts if c.off_mono > on), None)
     if next_cut is not None:
-        after = [r for r in after if _get(r, "mono") < next_cut]
+        after = [r for r in after if began(r) < next_cut]
         boots_after = [b for b in boots_after if b.mono < next_cut]
     when = f"the power cut at {hhmmss(off)}"
 
-    threshold = ev.brownout_threshold if ev.brownout_threshold is not None else ev.discharge_below
+    # The device's own brown-out level is the honest threshold; without it a
+    # switched-off rail is judged against the discharge threshold, and a dip
+    # (brownout) cannot be judged from the rail at all, only from the reset.
+    if ev.brownout_threshold is not None:
+        threshold = ev.brownout_threshold
+    else:
+        threshold = ev.discharge_below if getattr(cut, "kind", "off") == "off" else None
     volts = getattr(cut, "volts_before_on", None)
     rail_high = volts is not None and threshold is not None and volts > threshold
     reset_seen = bool(boots_after)
+    if not reset_seen and after and _get(after[0], "resumed") and not _get(after[0], "error"):
+        # No reset and the device resumed: it kept running through the "cut".
+        return Verdict(False, NOT_CUT, f"power was not really cut at {hhmmss(off)}: no reset was seen and the "
+                       f"device resumed (handshake #{_get(after[0], 'id')}) from what it still had in RAM"
+                       + (f"; the rail was at {volts:.2f} V when power came back" if volts is not None else ""),
+                       cause="off time shorter than the rail's discharge: use a longer off time or verified "
+                             "discharge", records=before + after[:2], lines=around)
     if rail_high:
         why = (f"the rail was still at {volts:.2f} V when power came back (the device resets below "
                f"{threshold:.2f} V)")
@@ -252,7 +276,7 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
                        "before cutting power", records=shown, lines=lines)
     exp_id = _get(expected, "id")
     exp_age = off - _get(expected, "mono")
-    if _get(first, "resumed"):
+    if _get(first, "resumed") and not _get(first, "error"):
         src = _get(first, "resumed_from")
         if src == exp_id:
             return Verdict(True, PASS, f"handshake #{_get(first, 'id')} after {when} resumed "
@@ -349,6 +373,11 @@ def check_first_after(ev: Evidence, since: float, want: str, reason: str | None 
     tail = [ln for ln in ev.lines if ln.mono >= since][:25]
     label = f"handshake #{_get(first, 'id')}"
     fallback = _fallback_after(after, first)
+    if fallback is None and aborted_refusal(first) and want in ("refused", "full", "connected"):
+        return Verdict(False, NO_FALLBACK, f"{label}: the server refused the offered session "
+                       f"({_get(first, 'rejected')}) and the device aborted without completing a full handshake",
+                       cause="no fallback to a full handshake when the server refuses a stored session",
+                       records=shown, lines=tail)
     if fallback is not None:
         shown = shown + [fallback] if fallback not in shown else shown
         if want == "refused":
@@ -361,7 +390,7 @@ def check_first_after(ev: Evidence, since: float, want: str, reason: str | None 
         if want in ("full", "connected"):
             label = f"handshake #{_get(fallback, 'id')} (fallback after #{_get(first, 'id')} was refused)"
             first = fallback
-    if _get(first, "error") and not _get(first, "version") and not (want == "consistent" and fallback):
+    if _get(first, "error") and not _get(first, "version") and not aborted_refusal(first):
         return Verdict(False, FAILED_HANDSHAKE, f"{label} failed: {_get(first, 'error')}", records=shown, lines=tail)
     if mechanism is not None and _get(first, "mechanism") != mechanism:
         return Verdict(False, WRONG_MECHANISM, f"{label} used {_get(first, 'mechanism')}, expected {mechanism}",
@@ -386,7 +415,7 @@ def check_first_after(ev: Evidence, since: float, want: str, reason: str | None 
         # After a cut at an arbitrary point: resuming any session this server
         # issued is fine, so is a clean full handshake; offering something the
         # server does not recognise means the device restored a damaged record.
-        if resumed:
+        if resumed and not _get(first, "error"):
             return Verdict(True, PASS, f"{label} resumed from #{_get(first, 'resumed_from')}", records=shown)
         if not offered_anything(first):
             return Verdict(True, FULL, f"{label}: nothing offered, clean full handshake", records=shown)

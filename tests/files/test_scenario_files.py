@@ -107,3 +107,29 @@ def test_collection_error_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert f"{scen / 'broken.yaml'}:6: steps[1].powr_cycle: unknown step action" in out, out
     assert "Traceback" not in out, out
+
+
+# Inputs an earlier version answered with a traceback (found in review).
+MORE_MALFORMED = [
+    ("schema: 1\nname: x\ndescription: d\nparameters: {d: [1]}\nsteps:\n  - brownout: {volts: 1.8, duration: '{d}'}\n"
+     "  - repeat: {times: '{d}', steps: [{power_cycle: }]}\n", 7, "steps[1].repeat.times", "whole number"),
+    ("schema: 1\nname: x\ndescription: d\nserver: {versions: 5}\nsteps: [{power_on: }]\n", 4, "server.versions",
+     "expected list or str"),
+    ("schema: 1\nname: x\ndescription: d\nserver:\n  lifetime: abc\nsteps: [{power_on: }]\n", 5, "server.lifetime",
+     "expected number"),
+    ("schema: 1\nname: x\ndescription: d\nsteps:\n  - power_off:\n  - corrupt_session: {bytes: 0}\n", 6,
+     "steps[1].corrupt_session.bytes", "at least 1"),
+    ("schema: 1\nname: x\ndescription: d\nsteps:\n  - device: {command: set_clock, args: {unix: '{typo}'}}\n", 5,
+     "device.args.unix", "unknown parameter {typo}"),
+]
+
+
+@pytest.mark.parametrize("text,line,key,words", MORE_MALFORMED,
+                         ids=[f"more{i}" for i in range(len(MORE_MALFORMED))])
+def test_more_malformed_scenarios(tmp_path: Path, text: str, line: int, key: str, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.line, info.value.key) == (line, key), str(info.value)
+    assert words in str(info.value), str(info.value)

@@ -21,6 +21,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from scenario_suite import Outcome, run_suite
 
 VARIANTS = ["correct", "ram-only", "no-renew", "torn-write", "no-fallback", "uptime-clock", "any-server"]
@@ -121,6 +122,7 @@ def _run(variant: str, tmp: Path) -> dict[str, Outcome]:
     return results
 
 
+@pytest.mark.timeout(2400)   # the child runs have their own 1500 s limit each
 def test_variant_matrix(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {v: pool.submit(_run, v, tmp_path) for v in VARIANTS}

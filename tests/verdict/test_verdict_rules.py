@@ -1,7 +1,7 @@
 """The verdict's rules on hand-made evidence: every outcome, each able to fail.
 
-These complement tests/scenarios/test_variants.py, which shows the same
-verdicts on really broken firmware; here every branch is pinned down with
+These complement tests/scenario_runs/, which shows the same verdicts on
+really broken firmware (the variants of the simulated firmware); here every branch is pinned down with
 records as the reference server writes them.
 """
 
@@ -156,3 +156,30 @@ def test_mechanism_is_checked_when_asked() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1, version="TLSv1.2")]
     assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="ticket").ok
     assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="psk").code == verdict.WRONG_MECHANISM
+
+
+def test_no_reset_and_a_resumption_means_power_was_not_cut_even_without_a_reading() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1)]
+    v = verdict.resumed_across_power_loss(ev(records, volts=None, boot=False))
+    assert v.code == verdict.NOT_CUT and "RAM" in v.summary
+
+
+def test_a_connection_cut_by_the_power_loss_is_not_the_first_after_it() -> None:
+    """Begun before the cut, recorded (server timeout) after power came back."""
+    cut_off = rec(2, 11.4, version=None, error="handshake timeout")
+    cut_off["duration_ms"] = 2000.0          # accepted at 9.4 s, before the cut at 10 s
+    records = [rec(1, 5.0, issued=["aa"]), cut_off, rec(3, 12.0, resumed=True, frm=1)]
+    assert verdict.resumed_across_power_loss(ev(records)).ok
+
+
+def test_a_resumed_handshake_is_not_a_fallback_and_an_abort_without_one_is_no_fallback() -> None:
+    aborted = rec(2, 12.0, version=None, offered={"ticket": "aa"}, rejected="rotated", error="client aborted")
+    records = [rec(1, 5.0, version="TLSv1.2", issued=["aa"]), aborted]
+    assert verdict.check_first_after(ev(records), 11.0, "refused", "rotated").code == verdict.NO_FALLBACK
+    resumed_next = records + [rec(3, 12.3, version="TLSv1.2", resumed=True, frm=1)]
+    assert verdict.check_first_after(ev(resumed_next), 11.0, "refused", "rotated").code == verdict.NO_FALLBACK
+
+
+def test_an_errored_resumption_does_not_pass() -> None:
+    records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1, error="reset after handshake")]
+    assert not verdict.resumed_across_power_loss(ev(records)).ok
