@@ -306,7 +306,8 @@ def run(workdir: Path, cycles: int, block: int) -> tuple[Arm, Arm]:
         server = stack.enter_context(ReferenceServer(config, workdir=workdir / "server"))
         server.configure(**SERVER_DEFAULTS)
         values: dict[str, Any] = {
-            "run_dir": str(workdir), "python": sys.executable, "server_ca": str(server.ca_path),
+            "run_dir": str(workdir), "bench_dir": str(workdir / "bench"), "python": sys.executable,
+            "server_ca": str(server.ca_path),
             "server_host": s.reach_host, "server_port": server.port, "server_name": server.names[0],
             "sim_variant": "correct", "sim_uart_mode": "stable", **spec.variables,
         }

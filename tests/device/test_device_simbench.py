@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def rig(tmp_path: Path):
     spec = devicefile.load(ROOT / "devices" / "sim.yaml")
     with ReferenceServer(ServerConfig(log_path=tmp_path / "hs.jsonl"), workdir=tmp_path / "srv") as server:
-        values = {"run_dir": str(tmp_path), "bench_dir": str(tmp_path / "bench"), "python": sys.executable, "server_ca": str(server.ca_path),
-                  "sim_variant": "correct", "sim_uart_mode": "stable"}
+        values = {"run_dir": str(tmp_path), "bench_dir": str(tmp_path / "bench"), "python": sys.executable,
+                  "server_ca": str(server.ca_path), "sim_variant": "correct", "sim_uart_mode": "stable"}
         argv = [devicefile.fill(a, values) for a in spec.bench.start]
         with launch(spec.bench, argv, tmp_path / "bench.log", env={"PYTHONPATH": str(ROOT)}) as bench:
             values["bench"] = bench.resources
