@@ -342,12 +342,20 @@ class Engine:
         version = args.get("version", "auto")
         sni = args.get("sni") or server.names[0]
         self._last_connect_mono = clock.now()
+        server_mark = server.mark()
         attempt = self.rig.device.connect(self.rig.spec.server.reach_host, server.port, version, sni,
                                           timeout=args.get("timeout"))
         expect = args.get("expect", "any" if self._trigger is not None else "ok")
         if attempt.interrupted and self._trigger is not None:
             return
         if expect == "ok" and not attempt.ok:
+            # The device may report the failure (it sent an alert) before the
+            # server has finished recording that connection: give the server
+            # a moment, so the verdict judges what it really saw.
+            try:
+                server.wait_for(since=server_mark, timeout=2.0)
+            except BenchTimeout:
+                pass
             judged = verdict.failed_connect(self.evidence(name), self._last_connect_mono, attempt.detail)
             self.trace.verdicts.append(judged)
             raise ScenarioFailure(step, judged.explain(), judged)
