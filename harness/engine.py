@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import clock, verdict
+from .console import ForbiddenOutput
 from .device import BootError, Device
 from .devicefile import DeviceSpec
 from .errors import BenchTimeout, HarnessError
 from .scenario import Scenario, Step, substitute
+from .supply import DischargeError
 
 log = logging.getLogger(__name__)
 
@@ -470,12 +472,11 @@ def _uses(steps: list[Step], action: str) -> bool:
 
 
 def _code_for(step: Step, exc: HarnessError) -> str:
-    name = type(exc).__name__
     if isinstance(exc, BootError):
         return "no-boot"
-    if name == "ForbiddenOutput":
+    if isinstance(exc, ForbiddenOutput):
         return "forbidden-output"
-    if name == "DischargeError":
+    if isinstance(exc, DischargeError):
         return "discharge"
     if step.action == "expect_console" and isinstance(exc, BenchTimeout):
         return "console-timeout"

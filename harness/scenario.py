@@ -110,8 +110,8 @@ _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "corrupt_session": {"bytes": ((int,), False), "seed": ((int,), False)},
     "repeat": {"times": ((int,), True), "steps": ((list,), True)},
 }
-_SHORTHAND = {"wait": "seconds", "device": "command", "send": "line", "expect_console": "pattern", "expect_reset": "cause",
-              "expect_server": "outcome", "cut_power_when": "line"}
+_SHORTHAND = {"wait": "seconds", "device": "command", "send": "line", "expect_console": "pattern",
+              "expect_reset": "cause", "expect_server": "outcome", "cut_power_when": "line"}
 _EMPTY_OK = {"power_on", "power_off", "power_cycle", "connect", "corrupt_session", "expect_stored"}
 
 
@@ -164,12 +164,7 @@ def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
         v = args[key]
         if isinstance(v, str) and str not in kinds and re.fullmatch(r"\{\w+\}", v):
             continue    # a parameter, checked below and filled in at run time
-        bad_bool = isinstance(v, bool) and bool not in kinds
-        if bad_bool or not isinstance(v, kinds):
-            names = " or ".join(dict.fromkeys(
-                "number" if k in (int, float) else "{random: [low, high]}" if k is dict else k.__name__
-                for k in kinds))
-            raise ConfigError(file, kline, f"{where}.{action}.{key}", f"expected {names}, got {v!r}")
+        _check_type(v, kinds, file, kline, f"{where}.{action}.{key}")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 and key != "cut":
             raise ConfigError(file, kline, f"{where}.{action}.{key}", f"must not be negative, got {v}")
     _check_values(action, args, file, value if isinstance(value, Map) else None, key_line, f"{where}.{action}")
@@ -181,6 +176,15 @@ def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
         sub = [_parse_step(s, steps, i, f"{where}.repeat.steps") for i, s in enumerate(steps)]
         args = {"times": args["times"]}
     return Step(action, args, file, line, sub)
+
+
+def _check_type(value: Any, kinds: tuple[type, ...], file: str, line: int | None, where: str) -> None:
+    """One value against the types its key allows (a YAML true is not a number)."""
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        names = " or ".join(dict.fromkeys(
+            "number" if k in (int, float) else "{random: [low, high]}" if k is dict else k.__name__
+            for k in kinds))
+        raise ConfigError(file, line, where, f"expected {names}, got {value!r}")
 
 
 def _check_values(action: str, args: dict[str, Any], file: str, value: Map | None, line: int | None,
@@ -291,11 +295,8 @@ def parse(doc: Any, file: str) -> Scenario:
                               + ", ".join(sorted(_SERVER_KEYS)))
     if server:
         for key, (kinds, _) in _STEP_KEYS["server"].items():
-            if key in server and (not isinstance(server[key], kinds)
-                                  or (isinstance(server[key], bool) and bool not in kinds)):
-                names = " or ".join(dict.fromkeys("number" if k in (int, float) else k.__name__ for k in kinds))
-                raise ConfigError(file, server.line_of(key), f"server.{key}",
-                                  f"expected {names}, got {server[key]!r}")
+            if key in server:
+                _check_type(server[key], kinds, file, server.line_of(key), f"server.{key}")
         _check_values("server", dict(server), file, server, doc.line_of("server"), "server")
     params = doc.get("parameters", Map())
     if not isinstance(params, dict):
