@@ -38,6 +38,15 @@ reader itself, one thread wake-up sooner (see ``bench/trigger_latency.py``).
 
 Sending while the port is gone raises :class:`ConsoleGone` at once, or after
 waiting up to ``wait`` seconds for the port to return (``send(..., wait=5)``).
+
+Real shells are not clean (colour codes, CR-only line ends, a prompt the
+answer lands on, an echo or none): lines are cut at LF, CR LF and bare CR and
+their ``text`` is cleaned by :mod:`harness.shellclean` (escapes removed, the
+``prompt`` stripped from the start) before anything matches it.  A prompt-only
+partial line is never matched, so a ``^`` anchor holds however the prompt and
+the answer were timed.  The echo of a sent command (the first of the next
+``_ECHO_WINDOW`` lines whose text equals it) is kept as an :class:`EchoLine`
+with empty text; :meth:`Console.expect` skips it.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from . import clock
 from .fingerprint import fp
 from .consolefile import CaptureWriter, escape, line_record, prefix
 from .errors import BenchTimeout, HarnessError
+from .shellclean import LineSplitter, ShellCleaner
 
 try:  # POSIX only: the fast read path for local ttys
     from serial.serialposix import Serial as _PosixSerial
@@ -79,6 +89,9 @@ _READ_SIZE = 65536
 # partial lines, so memory and matching cost stay bounded.
 _MAX_LINE = 65536
 _SHOW_LINES = 10
+# A command's echo is looked for in this many lines after the send: a shell
+# that does not echo loses at most a line equal to the command, and only then.
+_ECHO_WINDOW = 4
 
 
 # --------------------------------------------------------------------- records
@@ -90,9 +103,13 @@ class Line:
 
     ``mono``/``wall`` are taken when the read that completed the line returned
     (for a partial line: when its last byte arrived).  ``text`` is for
-    matching: decoded as UTF-8 with replacement characters, every ``\\r``
-    removed.  ``raw`` is exactly what came over the wire, without the final
-    ``\\n``.  ``start``/``end`` are stream positions, comparable with marks.
+    matching: decoded as UTF-8 with replacement characters, escape sequences
+    and control characters removed, the console's prompt stripped from the
+    start (:mod:`harness.shellclean`).  ``raw`` is exactly what came over the
+    wire (after redaction), without the final ``\\n``: a CR LF or bare-CR
+    line keeps its ``\\r``.  ``start``/``end`` are stream positions,
+    comparable with marks.  ``echo`` is true for the shell's echo of a
+    command the harness sent (an :class:`EchoLine`).
     """
 
     mono: float
@@ -102,6 +119,26 @@ class Line:
     start: int = 0
     end: int = 0
     partial: bool = False
+
+    @property
+    def echo(self) -> bool:
+        """Whether this is the shell's echo of a sent command (see :class:`EchoLine`)."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class EchoLine(Line):
+    """The shell's echo of a command the harness sent: ``text`` empty, ``raw`` as received.
+
+    Kept as a line so positions and the capture stay exact; ``expect`` skips
+    it, and guards and triggers see only its empty text.  A subclass, not a
+    field: a frozen dataclass pays for every field of every line in the
+    reader's hot loop, and echoes are rare.
+    """
+
+    @property
+    def echo(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -236,6 +273,14 @@ class _Scheduled:
     line: Line = field(compare=False)
 
 
+@dataclass
+class _Echo:
+    """A sent command whose echo may still arrive within ``left`` lines."""
+
+    text: str
+    left: int = _ECHO_WINDOW
+
+
 def _compile(pattern: PatternLike | Sequence[PatternLike]) -> list[Pattern[str]]:
     if isinstance(pattern, (str, re.Pattern)):
         pattern = [pattern]
@@ -259,13 +304,15 @@ class Console:
     ``socket://host:port``.  The port is opened at once; if it is absent and
     ``reopen`` is true the console starts inside a gap and opens it when it
     appears (a board whose USB port exists only while powered), otherwise
-    :class:`ConsoleError` is raised.
+    :class:`ConsoleError` is raised.  ``prompt`` is the shell's prompt (the
+    device file's ``firmware.prompt``), stripped from the start of every line.
     """
 
     def __init__(self, url: str, baudrate: int = 115200, capture_path: Path | str | None = None,
                  reopen: bool = True, *, line_ending: str = "\r\n", char_delay: float = 0.0,
                  partial_idle: float = 0.05, poll_interval: float = 0.02, presence_check: float = 0.25,
-                 write_timeout: float = 2.0, name: str | None = None, redact: Sequence[str] = ()):
+                 write_timeout: float = 2.0, name: str | None = None, redact: Sequence[str] = (),
+                 prompt: str | None = None):
         self.url = str(url)
         self.baudrate = baudrate
         self.reopen = reopen
@@ -281,6 +328,10 @@ class Console:
         #: the master secret): replaced before a line is stored, matched or
         #: captured, so they never reach a log, report or exception
         self._redact = [re.compile(p.encode("utf-8")) for p in redact]
+        self.prompt = prompt
+        self._clean = ShellCleaner(prompt)
+        self._splitter = LineSplitter()
+        self._echoes: list[_Echo] = []              # commands sent whose echo may still come
 
         self._cond = threading.Condition()          # guards everything below
         self._port_lock = threading.Lock()          # port object vs. writers
@@ -412,6 +463,8 @@ class Console:
                 while idx < len(self._lines):
                     line = self._lines[idx]
                     idx += 1
+                    if line.echo or (line.partial and not line.text):
+                        continue        # a command's echo, a cut-off bare prompt: never an answer
                     for i, p in enumerate(pats):
                         m = p.search(line.text)
                         if m is not None:
@@ -520,7 +573,9 @@ class Console:
         If the port is absent, wait up to ``wait`` seconds for it, then raise
         :class:`ConsoleGone`.  An idle partial line (the prompt) is closed
         first: the answer starts a line of its own, so ``^``-anchored
-        patterns work whether or not the shell echoes.
+        patterns work whether or not the shell echoes.  The echo of ``line``
+        (the first of the next few lines whose text equals it) is kept as an
+        :class:`EchoLine` with empty text, so no pattern or guard takes it.
         """
         data = line.encode("utf-8") if isinstance(line, str) else bytes(line)
         data += (self.line_ending if end is None else end).encode("utf-8")
@@ -538,6 +593,8 @@ class Console:
                 raise ConsoleGone(f"console {self.name}: cannot send {data!r}: port {self.url} is not "
                                   f"present ({self._presence_text()})")
             st = clock.stamp()
+            with self._cond:
+                self._await_echo(line)
             try:
                 if delay > 0:
                     for i in range(len(data)):
@@ -556,6 +613,12 @@ class Console:
             if self._capture is not None:
                 self._capture.sent(st.mono, st.wall, data)
         line_log.debug("%s > %r", self.name, data)
+
+    def _await_echo(self, line: str | bytes) -> None:
+        """Expect the shell to echo ``line`` within the next lines (see :meth:`_take_echoes`). Lock held."""
+        said = self._clean(line.encode("utf-8") if isinstance(line, str) else bytes(line)).strip()
+        if said:
+            self._echoes.append(_Echo(said))
 
     def close(self) -> None:
         """Stop the threads, close the port, flush a pending partial line, close the capture file."""
@@ -660,6 +723,8 @@ class Console:
         self._detach()
         with self._cond:
             self._flush_partial(self._last_rx)
+            self._splitter.reset()          # an LF after the gap is a line of its own
+            self._echoes.clear()            # a command sent before the gap will not be echoed
             self._gaps.append(Gap(st.mono, None, reason))
             self._event(st, f"vanished: {reason}")
             self._cond.notify_all()
@@ -792,21 +857,25 @@ class Console:
                 pos = self._pos
             self._pos += len(data)
             self._last_rx = st
-            parts = buf.split(b"\n")
-            tail = parts.pop()
+            skipped, parts, cr_only, tail = self._splitter.split(buf)
             run_now: list[_Scheduled] = []
+            if skipped:     # the LF of a CR LF whose CR ended the last read: no line of its own
+                pos += skipped
+                if self._capture is not None:
+                    self._capture.write(line_record(prefix(st.mono, st.wall), b"", False))
             if parts:
                 mono, wall = st.mono, st.wall
                 new = []
-                for raw in parts:
-                    end = pos + len(raw) + 1        # stream positions count the bytes as received
-                    if self._redact:
-                        raw = self._scrub(raw)
-                    text = raw.decode("utf-8", "replace")
-                    if "\r" in text:
-                        text = text.replace("\r", "")
+                raws = [self._scrub(raw) for raw in parts] if self._redact else parts
+                texts = self._clean.many(raws, buf)
+                ends = itertools.repeat(False) if cr_only is None else cr_only
+                for got, raw, text, cr in zip(parts, raws, texts, ends):
+                    # stream positions count the bytes as received (a bare CR has no LF)
+                    end = pos + len(got) + (not cr)
                     new.append(Line(mono, wall, text, raw, pos, end, False))
                     pos = end
+                if self._echoes:
+                    new = self._take_echoes(new)
                 if self._triggers:
                     run_now = self._fire(new)
                 if self._guards:
@@ -814,7 +883,11 @@ class Console:
                 self._lines.extend(new)
                 if self._capture is not None:
                     pre = prefix(mono, wall)
-                    self._capture.write("".join([line_record(pre, ln.raw, False) for ln in new]))
+                    if cr_only is None:
+                        self._capture.write("".join([line_record(pre, ln.raw, False) for ln in new]))
+                    else:
+                        self._capture.write("".join([line_record(pre, ln.raw, False, cr)
+                                                     for ln, cr in zip(new, cr_only)]))
                 if line_log.isEnabledFor(logging.DEBUG):
                     for ln in new:
                         line_log.debug("%s | %s", self.name, ln.text)
@@ -852,8 +925,30 @@ class Console:
                     self._violations.append((g, line))
                     log.error("console %s: forbidden output %r: %s", self.name, g.pattern.pattern, line.text)
 
+    def _take_echoes(self, new: list[Line]) -> list[Line]:
+        """Blank the echo of each sent command among ``new`` (one per send, within the window). Lock held."""
+        out = []
+        for ln in new:
+            if self._echoes:
+                said = ln.text.strip()
+                hit = next((e for e in self._echoes if e.text == said), None)
+                if hit is not None:
+                    self._echoes.remove(hit)
+                    ln = EchoLine(ln.mono, ln.wall, "", ln.raw, ln.start, ln.end, ln.partial)
+                for e in self._echoes:
+                    e.left -= 1
+                self._echoes = [e for e in self._echoes if e.left > 0]
+            out.append(ln)
+        return out
+
     def _scrub(self, raw: bytes) -> bytes:
-        """Replace every redact match by its fingerprint: still traceable, no longer secret."""
+        """Replace every redact match by its fingerprint: still traceable, no longer secret.
+
+        A line's final CR is its terminator, not content: a ``.*`` pattern
+        must not take it (the capture records how the line ended).
+        """
+        if raw.endswith(b"\r"):
+            return self._scrub(raw[:-1]) + b"\r"
         for rx in self._redact:
             raw = rx.sub(lambda m: f"<redacted {fp(m.group(0))}>".encode(), raw)
         return raw
@@ -863,8 +958,9 @@ class Console:
         if not self._pending:
             return None
         raw = self._scrub(self._pending) if self._redact else self._pending
-        text = raw.decode("utf-8", "replace").replace("\r", "")
-        line = Line(st.mono, st.wall, text, raw, self._pending_start, self._pos, True)
+        line = Line(st.mono, st.wall, self._clean(raw), raw, self._pending_start, self._pos, True)
+        if self._echoes:
+            (line,) = self._take_echoes([line])
         self._pending = b""
         self._pending_start = self._pos
         if self._guards:
@@ -880,7 +976,11 @@ class Console:
             self._flush_partial(self._last_rx)
 
     def _match_partial(self, pats: Sequence[Pattern[str]]) -> LineMatch | None:
-        text = self._pending.decode("utf-8", "replace").replace("\r", "")
+        """Match the idle pending line, cleaned; a bare prompt or a command's echo is no answer."""
+        raw = self._scrub(self._pending) if self._redact else self._pending
+        text = self._clean(raw)
+        if not text or any(e.text == text.strip() for e in self._echoes):
+            return None
         for i, p in enumerate(pats):
             m = p.search(text)
             if m is not None:

@@ -19,7 +19,12 @@ byte stream can be rebuilt:
 
 =====  ===============================================================
 ``|``  a line the device ended with ``\\r\\n`` (the usual case)
-``:``  a line ended with a bare ``\\n``
+``:``  a line ended with a bare ``\\n``.  An *empty* ``:`` record right
+       after a ``^`` record is the LF of a ``\\r\\n`` that arrived in two
+       reads: the console ended the line at the CR (it cannot wait for a
+       byte that may never come) and records the LF when it comes
+``^``  a line ended with a bare ``\\r`` (a CR not followed by LF: CR-only
+       devices, ``\\r\\x1b[K`` prompt redraws)
 ``~``  a partial line, no newline: flushed when the port vanished or the
        console closed, or cut off because ``expect`` matched it (a prompt)
 ``>``  bytes the harness sent, line ending included
@@ -48,18 +53,24 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from . import clock
+from .shellclean import clean
 
 LINE_CRLF = "|"
 LINE_LF = ":"
+LINE_CR = "^"
 PARTIAL = "~"
 SENT = ">"
 EVENT = "#"
 
-KINDS = (LINE_CRLF, LINE_LF, PARTIAL, SENT, EVENT)
+KINDS = (LINE_CRLF, LINE_LF, LINE_CR, PARTIAL, SENT, EVENT)
+#: the kinds that hold received bytes
+RECEIVED = (LINE_CRLF, LINE_LF, LINE_CR, PARTIAL)
 
 # Bytes that can go to the file verbatim without a second look: printable
 # ASCII except the backslash, and tab.  Anything else takes the slow path.
-_NEEDS_ESCAPE = re.compile(rb"[^\x20-\x5b\x5d-\x7e\t]")
+# (Deleting them with bytes.translate and finding nothing left is a few times
+# faster per line than a regex search for the others.)
+_VERBATIM = bytes(b for b in range(0x20, 0x7F) if b != 0x5C) + b"\t"
 # After decoding with surrogateescape, bytes that were not valid UTF-8 show up
 # as lone surrogates U+DC80..U+DCFF.
 _ESCAPE_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\\\\\udc80-\udcff]")
@@ -78,7 +89,7 @@ def _escape_char(m: re.Match[str]) -> str:
 
 def escape(raw: bytes) -> str:
     """Text for one payload: lossless, one physical line, UTF-8 kept readable."""
-    if _NEEDS_ESCAPE.search(raw) is None:
+    if not raw.translate(None, _VERBATIM):
         text = raw.decode("ascii")
     else:
         text = _ESCAPE_CHARS.sub(_escape_char, raw.decode("utf-8", "surrogateescape"))
@@ -117,9 +128,13 @@ class Record:
 
     @property
     def text(self) -> str:
-        """What the console matched on: decoded with replacement, CR removed, newline dropped."""
+        """What the console matched on, except the prompt (not recorded here) was not stripped.
+
+        Decoded with replacement; escape sequences, CR and other control
+        characters removed (:func:`harness.shellclean.clean`).
+        """
         body = self.raw[:-1] if self.raw.endswith(b"\n") else self.raw
-        return body.decode("utf-8", "replace").replace("\r", "")
+        return clean(body)
 
 
 class CaptureWriter:
@@ -153,10 +168,16 @@ class CaptureWriter:
                 self._file = None
 
 
-def line_record(pre: str, raw: bytes, partial: bool) -> str:
-    """Format one received line (``raw`` without its ``\\n``) after the time prefix ``pre``."""
+def line_record(pre: str, raw: bytes, partial: bool, cr_only: bool = False) -> str:
+    """Format one received line (``raw`` without its ``\\n``) after the time prefix ``pre``.
+
+    ``cr_only``: the line was ended by a bare CR (``raw`` ends with it).
+    """
     if partial:
         return f"{pre}{PARTIAL} {escape(raw)}\n"
+    if cr_only:
+        body = raw[:-1] if raw.endswith(b"\r") else raw
+        return f"{pre}{LINE_CR} {escape(body)}\n"
     if raw.endswith(b"\r"):
         return f"{pre}{LINE_CRLF} {escape(raw[:-1])}\n"
     return f"{pre}{LINE_LF} {escape(raw)}\n"
@@ -190,9 +211,11 @@ def read(path: Path | str) -> Iterator[Record]:
                     raw += b"\r\n"
                 elif kind == LINE_LF:
                     raw += b"\n"
+                elif kind == LINE_CR:
+                    raw += b"\r"
             yield Record(mono, wall, kind, raw, n)
 
 
 def received(path: Path | str) -> bytes:
     """The byte stream the console received, rebuilt from a capture file (gaps simply join)."""
-    return b"".join(r.raw for r in read(path) if r.kind in (LINE_CRLF, LINE_LF, PARTIAL))
+    return b"".join(r.raw for r in read(path) if r.kind in RECEIVED)

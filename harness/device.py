@@ -80,6 +80,10 @@ class Device:
         self.boots: list[Boot] = []
         self.connects: list[ConnectAttempt] = []
         self.powered = False
+        #: when power last came on (harness clock) and the console position
+        #: just before: what a device that connects by itself did since then
+        #: is the answer to the next ``connect``
+        self.last_on: tuple[float, int] | None = None
 
     # -- power ------------------------------------------------------------
     def power_on(self, wait_boot: bool = True, timeout: float | None = None) -> Boot | None:
@@ -90,8 +94,10 @@ class Device:
             except HarnessError:
                 volts = None
         mark = self.console.mark()
+        before = clock.now()
         self.supply.on(settle=True, tolerance=self.spec.supply.settle_tolerance)
         now = clock.now()
+        self.last_on = (before, mark)
         if self.cuts and self.cuts[-1].on_mono is None:
             self.cuts[-1].on_mono = now
             self.cuts[-1].volts_before_on = volts
@@ -171,6 +177,7 @@ class Device:
             pass
         self.supply.set_voltage(nominal)
         cut.on_mono = clock.now()
+        self.last_on = (cut.off_mono, mark)   # a reset by the dip reboots the device
         if not wait_boot:
             return None
         return self.wait_boot(mark)
@@ -190,7 +197,9 @@ class Device:
                 timeout: float | None = None) -> ConnectAttempt:
         if self.spec.firmware.autoconnect:
             raise HarnessError("this device connects by itself after boot; use a power step instead")
-        return self.command("connect", timeout, host=host, port=port, version=version, sni=sni)
+        # The harness names versions its own way (tls1.2); the shell may not.
+        token = self.spec.firmware.version_tokens.get(version, version)
+        return self.command("connect", timeout, host=host, port=port, version=token, sni=sni)
 
     def _run(self, spec: CommandSpec, timeout: float | None, args: dict[str, Any]) -> ConnectAttempt:
         start = clock.now()

@@ -25,6 +25,12 @@ from .errors import ConfigError
 from .yamlfile import Map
 
 SCHEMA_VERSION = 1
+#: TLS versions a firmware may support, in the harness's spelling (scenario files use it)
+TLS_VERSIONS = ("tls1.2", "tls1.3")
+#: version words of the connect step: a version, or ``auto`` (let the stacks negotiate)
+VERSION_WORDS = TLS_VERSIONS + ("auto",)
+#: application protocols the reference server speaks after the handshake
+PROTOCOLS = ("none", "line", "http", "mqtt", "greeting")
 
 
 @dataclass
@@ -91,6 +97,22 @@ class FirmwareSpec:
     #: patterns for secrets the firmware may print (debug dumps of keys or
     #: tickets): replaced by a fingerprint before anything stores the line
     redact: list[str] = field(default_factory=list)
+    #: TLS versions the firmware's stack supports: cells asking for another
+    #: version are skipped (not passed, not failed)
+    versions: list[str] = field(default_factory=lambda: list(TLS_VERSIONS))
+    #: how the connect command spells each version (``tls1.2: "1.2"``)
+    version_tokens: dict[str, str] = field(default_factory=lambda: {v: v for v in VERSION_WORDS})
+    #: named console patterns scenarios may trigger on (``cut_power_when: {on: NAME}``)
+    #: or require (``requires: [NAME]``); flash_write and session_stored are names too
+    events: dict[str, str] = field(default_factory=dict)
+
+    def event(self, name: str) -> str | None:
+        """The console pattern a scenario means by ``name``, or None if this firmware has none."""
+        if name in self.events:
+            return self.events[name]
+        if name in ("flash_write", "session_stored", "boot_ready", "reset_cause"):
+            return getattr(self, name)
+        return None
 
 
 @dataclass
@@ -106,6 +128,11 @@ class ServerSpec:
     cert: str | None = None
     key: str | None = None
     ca: str | None = None
+    #: what the device speaks after the handshake (see harness.server.app)
+    protocol: str = "line"
+    greeting: str | None = None
+    #: seconds the server lets an idle connection live after the handshake
+    app_timeout: float | None = None
 
 
 @dataclass
@@ -311,7 +338,64 @@ def _regex_list(sec: Map, key: str) -> list[str]:
 
 
 _FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "reset_causes", "session_stored",
-                  "flash_write", "forbid", "redact", "autoconnect", "commands"}
+                  "flash_write", "forbid", "redact", "autoconnect", "commands", "versions", "version_tokens",
+                  "events"}
+
+
+def _versions(sec: Map) -> list[str]:
+    value = sec.get("versions", list(TLS_VERSIONS))
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise sec.error("versions", "expected a list like [tls1.2, tls1.3]", path="firmware.versions")
+    for v in value:
+        if v not in TLS_VERSIONS:
+            raise sec.error("versions", f"unknown TLS version {v!r}{_closest(v, set(TLS_VERSIONS))}; "
+                            f"known: {', '.join(TLS_VERSIONS)}", path="firmware.versions")
+    return list(dict.fromkeys(value))
+
+
+def _version_tokens(sec: Map) -> dict[str, str]:
+    tokens = {v: v for v in VERSION_WORDS}
+    given = sec.get("version_tokens")
+    if given is None:
+        return tokens
+    if not isinstance(given, Map):
+        raise sec.error("version_tokens", 'expected a mapping like {tls1.2: "1.2", tls1.3: "1.3", auto: ""}',
+                        path="firmware.version_tokens")
+    for word, token in given.items():
+        where = f"firmware.version_tokens.{word}"
+        if word not in VERSION_WORDS:
+            raise ConfigError(given.file, given.line_of(word), where,
+                              f"unknown version{_closest(str(word), set(VERSION_WORDS))}; known: "
+                              + ", ".join(VERSION_WORDS))
+        if token is None:
+            token = ""
+        if not isinstance(token, (str, int, float)) or isinstance(token, bool):
+            raise ConfigError(given.file, given.line_of(word), where,
+                              f"expected the word the shell takes (a string), got {token!r}")
+        tokens[str(word)] = str(token)
+    return tokens
+
+
+def _events(sec: Map) -> dict[str, str]:
+    given = sec.get("events")
+    if given is None:
+        return {}
+    if not isinstance(given, Map):
+        raise sec.error("events", "expected a mapping of name: regular expression", path="firmware.events")
+    for name, pattern in given.items():
+        where = f"firmware.events.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(given.file, given.line_of(name), where, "an event name is an identifier")
+        if not isinstance(pattern, str):
+            raise ConfigError(given.file, given.line_of(name), where, "expected a regular expression")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(given.file, given.line_of(name), where,
+                              f"not a valid regular expression: {exc}") from None
+    return dict(given)
 
 
 def _firmware(doc: Map) -> FirmwareSpec:
@@ -345,6 +429,9 @@ def _firmware(doc: Map) -> FirmwareSpec:
         commands=_commands(sec),
         reset_causes={str(k): v for k, v in causes.items()},
         redact=redact,
+        versions=_versions(sec),
+        version_tokens=_version_tokens(sec),
+        events=_events(sec),
     )
     if spec.reset_cause is not None and "cause" not in re.compile(spec.reset_cause).groupindex:
         raise sec.error("reset_cause", "needs a named group (?P<cause>...)",
@@ -352,6 +439,10 @@ def _firmware(doc: Map) -> FirmwareSpec:
     if not autoconnect and "connect" not in spec.commands:
         raise ConfigError(sec.file, sec.line, "firmware.commands.connect",
                           "missing: a device without a connect command must set autoconnect: true")
+    if autoconnect and "connect" in spec.commands:
+        raise ConfigError(sec.file, spec.commands["connect"].line, "firmware.commands.connect",
+                          "a device with autoconnect: true connects by itself; remove the connect command "
+                          "or set autoconnect: false")
     connect = spec.commands.get("connect")
     if connect is not None and connect.ok is None:
         raise ConfigError(sec.file, connect.line, "firmware.commands.connect.ok",
@@ -363,8 +454,16 @@ def _server(doc: Map) -> ServerSpec:
     sec = _section(doc, "server", required=False)
     if sec is None:
         return ServerSpec()
-    _no_unknown(sec, {"bind", "reach_host", "port", "names", "ips", "key_type", "cert", "key", "ca"},
-                "server")
+    _no_unknown(sec, {"bind", "reach_host", "port", "names", "ips", "key_type", "cert", "key", "ca",
+                      "protocol", "greeting", "app_timeout"}, "server")
+    protocol = _str(sec, "protocol", "line", "server")
+    if protocol not in PROTOCOLS:
+        raise sec.error("protocol", f"unknown application protocol {protocol!r}"
+                        f"{_closest(protocol, set(PROTOCOLS))}; known: {', '.join(PROTOCOLS)}",
+                        path="server.protocol")
+    app_timeout = _num(sec, "app_timeout", None, "server")
+    if app_timeout is not None and app_timeout <= 0:
+        raise sec.error("app_timeout", "must be more than 0 s", path="server.app_timeout")
     names = sec.get("names", ["server.test"])
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(sec.file, sec.line_of("names"), "server.names",
@@ -399,6 +498,9 @@ def _server(doc: Map) -> ServerSpec:
         cert=own_path("cert"),
         key=own_path("key"),
         ca=own_path("ca"),
+        protocol=protocol,
+        greeting=_str(sec, "greeting", None, "server"),
+        app_timeout=app_timeout,
     )
 
 

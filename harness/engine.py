@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +20,21 @@ from typing import Any, Callable
 
 from . import clock, verdict
 from .console import ForbiddenOutput
-from .device import BootError, Device
+from .device import BootError, ConnectAttempt, Device
 from .devicefile import DeviceSpec
 from .errors import BenchTimeout, HarnessError
-from .scenario import Scenario, Step, substitute
+from .scenario import Scenario, Step, substitute, walk
+from .server.config import ServerConfig
 from .supply import DischargeError
 
 log = logging.getLogger(__name__)
 
-#: Server settings every scenario starts from; a scenario's ``server:`` overrides them.
-SERVER_DEFAULTS: dict[str, Any] = {"versions": ("TLSv1.2", "TLSv1.3"), "tickets": True, "ticket_lifetime": 7200,
-                                   "tls13_tickets": 2, "session_cache": True}
+#: Server settings every scenario starts from (the reference server's own
+#: defaults); the device file's server section, then the scenario's
+#: ``server:``, override them.
+SERVER_DEFAULTS: dict[str, Any] = {name: getattr(ServerConfig(), name) for name in
+                                   ("versions", "tickets", "ticket_lifetime", "tls13_tickets", "session_cache",
+                                    "protocol", "greeting", "app_timeout")}
 
 
 def server_knobs(settings: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +80,10 @@ FAILURE_CODES = {
     "discharge": "the rail did not discharge in time",
     "error": "any other bench error",
 }
+
+
+#: how long a device without a shell may take to store its session after a handshake
+STORE_WAIT = 5.0
 
 
 class ScenarioSkip(HarnessError):
@@ -138,6 +148,16 @@ class Engine:
         #: expectation: an expect_console looks from there, so it sees what
         #: the action before it made the device print
         self._step_mark: int | None = None
+        #: per server: the TLS versions the scenario allows, those applied now
+        #: (a connect naming a version narrows them), and what the last
+        #: connect asked for (the verdict checks the handshakes against it)
+        self._allowed: dict[str, tuple[str, ...]] = {}
+        self._applied: dict[str, tuple[str, ...]] = {}
+        self._asked: dict[str, str] = {}
+        #: the last record a connect of a device without a shell has answered with
+        self._auto_taken = 0
+        #: a cut armed to happen a delay after the next connect command is sent
+        self._connect_cut: tuple[float, Callable[[], None]] | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def check_requirements(self) -> None:
@@ -145,12 +165,71 @@ class Engine:
         if self.rig.spec.firmware.session_stored is None and _uses(self.scenario.steps, "expect_stored"):
             raise ScenarioSkip(f"{self.scenario.file}: uses expect_stored, but {self.rig.spec.path} has no "
                                "firmware.session_stored pattern")
+        fw = self.rig.spec.firmware
         for name in self.scenario.requires:
             if name == "corrupt_session" and self.rig.flash_file is not None:
                 continue
-            if not self.rig.device.has_command(name):
-                raise ScenarioSkip(f"{self.scenario.file}: needs device command '{name}', which "
-                                   f"{self.rig.spec.path} does not define")
+            if fw.event(name) is not None or self.rig.device.has_command(name):
+                continue
+            raise ScenarioSkip(f"{self.scenario.file}: needs '{name}' (a device command or a firmware event "
+                               f"pattern), which {self.rig.spec.path} does not define")
+        for step in walk(self.scenario.steps):
+            on = step.args.get("after") if step.action == "cut_power_when" else None
+            if on is not None and on != "connect" and fw.event(str(substitute(on, self.params))) is None:
+                raise ScenarioSkip(f"{step.where}: cut_power_when after '{on}', a console pattern "
+                                   f"{self.rig.spec.path} does not define (firmware.{on} or firmware.events.{on})")
+        self._check_versions()
+        if fw.autoconnect:
+            why = self._needs_shell()
+            if why:
+                raise ScenarioSkip(f"{why}; {self.rig.spec.path} describes a device without a shell "
+                                   "(firmware.autoconnect: true)")
+
+    def _connect_versions(self) -> set[str]:
+        """The explicit TLS versions this cell's connect steps ask for."""
+        words = set()
+        for step in walk(self.scenario.steps):
+            if step.action == "connect":
+                word = str(substitute(step.args.get("version", "auto"), self.params))
+                if word in verdict.TLS_NAMES:
+                    words.add(word)
+        return words
+
+    def _check_versions(self) -> None:
+        """Skip a cell the firmware cannot run: a version it lacks, or a server it cannot talk to."""
+        spec = self.rig.spec
+        supported = set(spec.firmware.versions)
+        declared = f"{spec.path} declares firmware.versions: [{', '.join(spec.firmware.versions)}]"
+        for word in sorted(self._connect_versions() - supported):
+            raise ScenarioSkip(f"{self.scenario.file}: this cell needs {word}; {declared}")
+        names = {verdict.TLS_NAMES[v] for v in supported}
+        settings = [self.scenario.server] + [st.args for st in walk(self.scenario.steps) if st.action == "server"]
+        for knobs in settings:
+            versions = server_knobs(knobs).get("versions")
+            if versions and not names & set(versions):
+                raise ScenarioSkip(f"{self.scenario.file}: the reference server is set to "
+                                   f"{', '.join(versions)} only; {declared}")
+
+    def _needs_shell(self) -> str | None:
+        """Why a device that only connects by itself at boot cannot run this scenario, if it cannot."""
+        since_power = True
+        for step in walk(self.scenario.steps):
+            where = f"{step.where}: {step.action}"
+            if step.action in ("device", "send"):
+                return f"{where} sends a shell command"
+            if step.action == "cut_power_when":
+                return f"{where} cuts power during a connection the harness starts"
+            if step.action == "connect":
+                if step.args.get("server", "primary") != "primary" or step.args.get("sni"):
+                    return f"{where} points the device at another server"
+                if step.args.get("expect") == "fail":
+                    return f"{where} expects a connection to fail"
+                if not since_power:
+                    return f"{where} reconnects without a power cycle in between"
+                since_power = False
+            if step.action in ("power_on", "power_cycle", "brownout"):
+                since_power = True
+        return None
 
     def server(self, name: str) -> Any:
         if name == "primary":
@@ -160,11 +239,33 @@ class Engine:
                                f"(have: primary{', ' + ', '.join(self.rig.servers) if self.rig.servers else ''})")
         return self.rig.servers[name]
 
+    def _device_defaults(self) -> dict[str, Any]:
+        """Server settings this device needs whatever the scenario: its application protocol."""
+        s = self.rig.spec.server
+        knobs: dict[str, Any] = {"protocol": s.protocol}
+        if s.greeting is not None:
+            knobs["greeting"] = s.greeting
+        if s.app_timeout is not None:
+            knobs["app_timeout"] = s.app_timeout
+        return knobs
+
     def prepare(self) -> None:
         """Known state: server settings as the scenario says, power off, session erased."""
-        self.rig.server.configure(**{**SERVER_DEFAULTS, **server_knobs(self.scenario.server)})
-        for other in self.rig.servers.values():
-            other.configure(**SERVER_DEFAULTS)
+        base = {**SERVER_DEFAULTS, **self._device_defaults()}
+        primary = {**base, **server_knobs(self.scenario.server)}
+        self._allowed = {"primary": tuple(primary["versions"])}
+        self._applied = {"primary": tuple(primary["versions"])}
+        if self.rig.spec.firmware.autoconnect:
+            # The device connects at boot, before any connect step could pin
+            # the version: pin it for the whole scenario now.
+            words = self._connect_versions()
+            if len(words) == 1 and verdict.TLS_NAMES.get(next(iter(words))) in primary["versions"]:
+                primary["versions"] = (verdict.TLS_NAMES[next(iter(words))],)
+                self._applied["primary"] = primary["versions"]
+        self.rig.server.configure(**primary)
+        for name, other in self.rig.servers.items():
+            other.configure(**base)
+            self._allowed[name] = self._applied[name] = tuple(base["versions"])
         dev = self.rig.device
         dev.power_off(verify=True)
         if not self.scenario.keep_session:
@@ -190,7 +291,12 @@ class Engine:
                 dev.command("set_clock", unix=round(now, 3), iso=clock.iso(now))
             dev.power_off(verify=True)
         elif self.rig.flash_file is not None:
-            Path(self.rig.flash_file).write_bytes(b"\xff" * Path(self.rig.flash_file).stat().st_size)
+            # With power off, the harness erases the flash image itself (a
+            # device without a shell has no erase command).  No image yet:
+            # nothing was ever stored.
+            flash = Path(self.rig.flash_file)
+            if flash.exists():
+                flash.write_bytes(b"\xff" * flash.stat().st_size)
         else:
             raise ScenarioSkip(f"cannot start from an erased session: {self.rig.spec.path} has no "
                                "erase_session command; set keep_session: true in the scenario to run anyway")
@@ -318,10 +424,61 @@ class Engine:
             dev.note_external_cut(mono)
 
         self._disarm()
-        self._trigger_pattern = args["line"]
-        delay = float(self._value(args.get("delay", 0.0)))
-        self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after {args['line']!r}"))
-        self._trigger = self.rig.console.trigger(args["line"], cut, delay=delay)
+        on = args.get("after")
+        pattern = args.get("line") if on is None else self.rig.spec.firmware.event(on)
+        delay = self._delay(step, args.get("delay", 0.0))
+        if on == "connect":
+            # Device-neutral: the harness knows when it sends the connect command.
+            self._trigger_pattern = "the connect command"
+            self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after the next "
+                                     "connect command is sent"))
+            self._trigger = _TimerCut(delay)
+            self._connect_cut = (delay, cut)
+            return
+        assert pattern is not None  # checked in check_requirements
+        self._trigger_pattern = pattern
+        self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after {pattern!r}"
+                                 + (f" (firmware {on})" if on else "")))
+        self._trigger = self.rig.console.trigger(pattern, cut, delay=delay)
+
+    def _delay(self, step: Step, value: Any) -> float:
+        """Seconds, a seeded random draw, or a fraction of this device's measured session write."""
+        if isinstance(value, dict) and "of_write" in value:
+            return float(value["of_write"]) * self._write_duration(step)
+        return float(self._value(value))
+
+    def _write_duration(self, step: Step) -> float:
+        """How long this device takes to store a session: its flash_write line to its session_stored line.
+
+        Measured on the device itself during this scenario, so a sweep of
+        cut points covers the write of any firmware, fast or slow.
+        """
+        fw = self.rig.spec.firmware
+        start_rx = re.compile(fw.flash_write or "(?!)")
+        end_rx = re.compile(fw.session_stored or "(?!)")
+        started = None
+        measured = None
+        for ln in self.rig.console.lines:
+            if ln.mono < self.trace.start:
+                continue
+            if start_rx.search(ln.text):
+                started = ln.mono
+            elif started is not None and end_rx.search(ln.text):
+                measured, started = ln.mono - started, None
+        if measured is None:
+            raise ScenarioFailure(step, "cannot time the session write: since the scenario began the device never "
+                                  f"printed its flash_write line ({fw.flash_write!r}) followed by its "
+                                  f"session_stored line ({fw.session_stored!r}), so there is no write to cut",
+                                  code="trigger-not-seen")
+        self.trace.steps.append((clock.now(), f"  measured session write: {measured * 1000:.1f} ms"))
+        return measured
+
+    def _arm_connect_cut(self) -> None:
+        if self._connect_cut is None or not isinstance(self._trigger, _TimerCut):
+            return
+        delay, cut = self._connect_cut
+        self._connect_cut = None
+        self._trigger.start(cut)
 
     def _disarm(self) -> None:
         if self._trigger is not None:
@@ -329,6 +486,7 @@ class Engine:
             if cancel:
                 cancel()
         self._trigger = None
+        self._connect_cut = None
 
     def _step_brownout(self, step: Step, args: dict[str, Any]) -> None:
         self.rig.device.brownout(float(args["volts"]), float(self._value(args["duration"])),
@@ -337,14 +495,34 @@ class Engine:
     def _step_wait(self, step: Step, args: dict[str, Any]) -> None:
         time.sleep(float(self._value(args["seconds"])))
 
+    def _pin_version(self, name: str, version: str) -> None:
+        """Constrain the server to the version a connect names, so no other can be negotiated.
+
+        The scenario's own server versions stay the frame: a connect asking
+        for a version the scenario's server refuses (on purpose) leaves the
+        server as the scenario set it, and the verdict judges what happened.
+        """
+        allowed = self._allowed.get(name, SERVER_DEFAULTS["versions"])
+        wanted = verdict.TLS_NAMES.get(version)
+        target = (wanted,) if wanted in allowed else tuple(allowed)
+        if self._applied.get(name) != target:
+            self.server(name).configure(versions=target)
+            self._applied[name] = target
+
     def _step_connect(self, step: Step, args: dict[str, Any]) -> None:
         name = args.get("server", "primary")
         server = self.server(name)
         self._last_server = name
         version = args.get("version", "auto")
+        self._asked[name] = version
+        if self.rig.spec.firmware.autoconnect:
+            self._await_autoconnect(step, args, server)
+            return
+        self._pin_version(name, version)
         sni = args.get("sni") or server.names[0]
         self._last_connect_mono = clock.now()
         server_mark = server.mark()
+        self._arm_connect_cut()
         attempt = self.rig.device.connect(self.rig.spec.server.reach_host, server.port, version, sni,
                                           timeout=args.get("timeout"))
         expect = args.get("expect", "any" if self._trigger is not None else "ok")
@@ -358,11 +536,76 @@ class Engine:
                 server.wait_for(since=server_mark, timeout=2.0)
             except BenchTimeout:
                 pass
-            judged = verdict.failed_connect(self.evidence(name), self._last_connect_mono, attempt.detail)
-            self.trace.verdicts.append(judged)
-            raise ScenarioFailure(step, judged.explain(), judged)
+            self._fail_connect(step, name, attempt.detail)
         if expect == "fail" and attempt.ok:
             raise ScenarioFailure(step, f"the connection was expected to fail but succeeded: {attempt.detail}")
+
+    def _fail_connect(self, step: Step, name: str, detail: str) -> None:
+        ev = self.evidence(name)
+        judged = verdict.version_truth(ev.records_between(self._last_connect_mono), self._asked.get(name)) \
+            or verdict.failed_connect(ev, self._last_connect_mono, detail)
+        self.trace.verdicts.append(judged)
+        raise ScenarioFailure(step, judged.explain(), judged)
+
+    def _await_store(self, handshake_end: float) -> None:
+        """Let a device without a shell finish with its connection before the next step.
+
+        A shell answers a connect command when the firmware is done (session
+        stored); a device that connects by itself says nothing to the harness.
+        Its session_stored line is the sign; a firmware that never prints it
+        (the bug a verdict will name) costs at most :data:`STORE_WAIT` seconds.
+        """
+        pattern = self.rig.spec.firmware.session_stored
+        if pattern is None:
+            return
+        con = self.rig.console
+        rx = re.compile(pattern)
+        deadline = handshake_end + STORE_WAIT
+        while clock.now() < deadline:
+            if any(ln.mono >= handshake_end and rx.search(ln.text) for ln in con.since(self._step_mark or 0)):
+                return
+            time.sleep(0.02)
+        log.info("no %r within %g s of the handshake", pattern, STORE_WAIT)
+
+    def _await_autoconnect(self, step: Step, args: dict[str, Any], server: Any) -> None:
+        """A device without a shell connected (or will) by itself after its last boot: wait for that."""
+        dev = self.rig.device
+        if dev.last_on is None or not dev.powered:
+            raise ScenarioFailure(step, "this device connects by itself after boot: power it on before a "
+                                  "connect step")
+        since, console_mark = dev.last_on
+        self._last_connect_mono = since
+        # Lines the device printed for this connection came before this step.
+        self._step_mark = console_mark
+        taken = self._auto_taken
+        timeout = float(args.get("timeout") or 30.0)
+
+        def after_boot(rec: Any) -> bool:
+            return verdict.began(rec) >= since and rec.id > taken
+
+        try:
+            rec = server.wait_for(after_boot, timeout=timeout, since=self.trace.server_mark)
+        except BenchTimeout as exc:
+            judged = verdict.Verdict(False, verdict.NO_CONNECT, f"the device did not connect by itself within "
+                                     f"{timeout:g} s of power-up", cause="the address baked into the firmware, "
+                                     "the network, or the firmware failed before its ClientHello",
+                                     lines=[ln for ln in self.rig.console.lines if ln.mono >= since][:25])
+            self.trace.verdicts.append(judged)
+            raise ScenarioFailure(step, f"{judged.explain()}\n{exc}", judged) from None
+        if verdict.aborted_refusal(rec):
+            # Some stacks abort when their offer is refused and fall back on a
+            # second connection: that one belongs to this connect too.
+            try:
+                rec = server.wait_for(lambda r: r.id > rec.id, timeout=5.0, since=self.trace.server_mark)
+            except BenchTimeout:
+                pass
+        self._auto_taken = rec.id
+        ok = rec.version is not None and not rec.error
+        if ok:
+            self._await_store(rec.mono)
+        self.rig.device.connects.append(ConnectAttempt(since, rec.mono, ok, False, rec.summary()))
+        if not ok and args.get("expect", "ok") == "ok":
+            self._fail_connect(step, self._last_server, rec.error or "handshake failed")
 
     def _step_device(self, step: Step, args: dict[str, Any]) -> None:
         extra = dict(args.get("args") or {})
@@ -401,6 +644,8 @@ class Engine:
         knobs = server_knobs({k: v for k, v in args.items() if k != "rotate_keys"})
         if knobs:
             self.rig.server.configure(**knobs)
+            if "versions" in knobs:
+                self._allowed["primary"] = self._applied["primary"] = tuple(self.rig.server.config.versions)
         if args.get("rotate_keys"):
             self.rig.server.rotate_keys()
 
@@ -457,6 +702,12 @@ class Engine:
                 raise ScenarioFailure(step, "expect_server needs a connect step before it")
             judged = verdict.check_first_after(ev, since, outcome.replace("_", "-"), args.get("reason"),
                                                mechanism=args.get("mechanism"))
+        if outcome not in ("no_handshake", "power_not_cut") and \
+                (judged.ok or judged.code in (verdict.FAILED_HANDSHAKE, verdict.CONNECT_FAILED)):
+            # Whatever the expectation, a cell naming a TLS version never
+            # passes on a handshake in another one.
+            asked = self._asked.get(args.get("server", self._last_server))
+            judged = verdict.version_truth(ev.records_between(self._last_connect_mono), asked) or judged
         self.trace.verdicts.append(judged)
         if not judged.ok:
             raise ScenarioFailure(step, judged.explain(), judged)
@@ -465,6 +716,46 @@ class Engine:
     def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
         for _ in range(int(args["times"])):
             self._run_steps(step.steps, depth=1)
+
+
+class _TimerCut:
+    """A power cut a fixed delay after the harness sends the connect command.
+
+    Behaves like a console trigger for the engine (``armed``, ``fired``,
+    ``delay``, ``wait``, ``cancel``), so ``power_on`` checks it the same way.
+    """
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.armed = True
+        self._fired = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    @property
+    def fired(self) -> bool:
+        return self._fired.is_set()
+
+    def start(self, action: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                action()
+            finally:
+                self._fired.set()
+
+        self.armed = False
+        self._timer = threading.Timer(self.delay, run)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def wait(self, timeout: float) -> None:
+        if not self._fired.wait(timeout):
+            raise BenchTimeout(f"the timed cut did not happen within {timeout:g} s")
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join(timeout=10)
+        self.armed = False
 
 
 def _uses(steps: list[Step], action: str) -> bool:

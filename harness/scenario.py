@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yamlfile
+from .devicefile import PROTOCOLS
 from .errors import ConfigError
 from .yamlfile import Map, Seq
 
@@ -92,7 +93,7 @@ _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "power_on": {"wait_boot": ((bool,), False), "timeout": (_NUM, False)},
     "power_off": {"off_time": (_OFF_TIME, False), "verify": ((bool,), False)},
     "power_cycle": {"off_time": (_OFF_TIME, False), "verify": ((bool,), False)},
-    "cut_power_when": {"line": ((str,), True), "delay": (_RND, False)},
+    "cut_power_when": {"line": ((str,), False), "after": ((str,), False), "delay": (_RND, False)},
     "brownout": {"volts": (_NUM, True), "duration": (_RND, True), "wait_boot": ((bool,), False)},
     "wait": {"seconds": (_RND, True)},
     "connect": {"version": ((str,), False), "sni": ((str,), False), "server": ((str,), False),
@@ -104,7 +105,7 @@ _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "expect_reset": {"cause": ((str,), True)},
     "server": {"rotate_keys": ((bool,), False), "tickets": ((bool,), False), "lifetime": (_NUM, False),
                "tls13_tickets": ((int,), False), "session_cache": ((bool,), False),
-               "versions": ((list, str), False)},
+               "versions": ((list, str), False), "protocol": ((str,), False), "greeting": ((str,), False)},
     "expect_server": {"outcome": ((str,), True), "reason": ((str,), False), "cut": ((int,), False),
                       "mechanism": ((str,), False), "server": ((str,), False)},
     "corrupt_session": {"bytes": ((int,), False), "seed": ((int,), False)},
@@ -148,8 +149,10 @@ def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
         args = dict(value)
         for key in value:
             if key not in schema:
+                hint = (" (YAML reads an unquoted on/off/yes/no as true/false)" if isinstance(key, bool)
+                        else _closest(str(key), schema))
                 raise ConfigError(file, value.line_of(key), f"{where}.{action}.{key}",
-                                  f"unknown key{_closest(str(key), schema)}; allowed: {', '.join(schema)}")
+                                  f"unknown key{hint}; allowed: {', '.join(schema)}")
     elif action in _SHORTHAND and (not isinstance(value, (list, dict)) or isinstance(value, Map)):
         args = {_SHORTHAND[action]: value}
     else:
@@ -196,13 +199,26 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
         v = args.get(key)
         if isinstance(v, str) and (key != "off_time" or v != "discharged") and "{" not in v:
             raise err(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {v!r}")
+        if isinstance(v, dict) and key == "delay" and set(v) == {"of_write"}:
+            frac = v["of_write"]
+            if not (isinstance(frac, str) and re.fullmatch(r"\{\w+\}", frac)) and \
+                    (isinstance(frac, bool) or not isinstance(frac, (int, float)) or frac < 0):
+                raise err(key, f"expected {{of_write: FRACTION}} with a fraction >= 0 of the device's measured "
+                               f"session write time, got {dict(v)!r}")
+            continue
         if isinstance(v, dict):
             rnd = v.get("random")
             if (set(v) != {"random"} or not isinstance(rnd, list) or len(rnd) != 2
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rnd)
                     or not 0 <= rnd[0] <= rnd[1]):
                 raise err(key, f"expected seconds or {{random: [low, high]}} with 0 <= low <= high, got {dict(v)!r}")
-    if action in ("cut_power_when", "expect_console"):
+    if action == "cut_power_when" and ("line" in args) == ("after" in args):
+        raise ConfigError(file, line, where, "say when to cut: after: <a firmware event of the device file "
+                          "(flash_write, session_stored, firmware.events.NAME) or connect>, or line: <regex>; "
+                          "one of them")
+    if action == "cut_power_when" and "after" in args:
+        pass  # a name, resolved against the device file when the scenario runs
+    elif action in ("cut_power_when", "expect_console"):
         pattern = args.get("line") or args.get("pattern")
         try:
             re.compile(pattern)
@@ -236,9 +252,13 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
             for v in items:
                 if v not in SERVER_VERSIONS:
                     raise err("versions", f"expected TLSv1.2 and/or TLSv1.3, got {v!r}")
+        protocol = args.get("protocol")
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise err("protocol", f"unknown application protocol{_closest(protocol, PROTOCOLS)}; known: "
+                      + ", ".join(PROTOCOLS))
         if not args:
             raise ConfigError(file, line, where, "say what to change: rotate_keys, tickets, lifetime, "
-                              "tls13_tickets, session_cache or versions")
+                              "tls13_tickets, session_cache, versions, protocol or greeting")
     duration = args.get("duration")
     if action == "brownout" and isinstance(duration, (int, float)) and duration > 60:
         raise err("duration", "a brown-out longer than a minute is a power cut: use power_off")
@@ -250,7 +270,7 @@ def _check_values(action: str, args: dict[str, Any], file: str, value: Map | Non
 
 _TOP = {"schema", "name", "description", "markers", "timeout", "server", "parameters", "repeat",
         "keep_session", "requires", "steps"}
-_SERVER_KEYS = {"versions", "tickets", "lifetime", "tls13_tickets", "session_cache"}
+_SERVER_KEYS = {"versions", "tickets", "lifetime", "tls13_tickets", "session_cache", "protocol", "greeting"}
 
 
 def parse(doc: Any, file: str) -> Scenario:
@@ -308,7 +328,7 @@ def parse(doc: Any, file: str) -> Scenario:
             raise ConfigError(file, params.line_of(key), f"parameters.{key}", "a parameter name is an identifier")
     requires = doc.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-        raise doc.error("requires", "expected a list of device command names")
+        raise doc.error("requires", "expected a list of device command or firmware event names")
     steps = doc.get("steps")
     if not isinstance(steps, Seq) or not steps:
         raise ConfigError(file, doc.line_of("steps"), "steps", "missing or empty: a scenario needs steps")
@@ -348,6 +368,15 @@ def _check_placeholders(steps: list[Step], names: set[str], file: str) -> None:
 
 def load(path: str | Path) -> Scenario:
     return parse(yamlfile.load(path), str(path))
+
+
+def walk(steps: list[Step]) -> list[Step]:
+    """Every step in order, the steps inside ``repeat`` included."""
+    out: list[Step] = []
+    for step in steps:
+        out.append(step)
+        out.extend(walk(step.steps))
+    return out
 
 
 def substitute(value: Any, params: dict[str, Any]) -> Any:

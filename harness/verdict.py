@@ -39,6 +39,10 @@ WRONG_REASON = "wrong-reason"
 NO_FALLBACK = "no-fallback"
 CONNECT_FAILED = "connect-failed"
 WRONG_MECHANISM = "wrong-mechanism"
+WRONG_VERSION = "wrong-version"
+
+#: the harness's version words -> the protocol names the server records
+TLS_NAMES = {"tls1.2": "TLSv1.2", "tls1.3": "TLSv1.3"}
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
@@ -88,6 +92,12 @@ def describe(record: Any) -> str:
         parts.append("issued " + ",".join(issued))
     if _get(record, "error"):
         parts.append(f"error: {_get(record, 'error')}")
+        if _get(record, "client_versions"):
+            parts.append(f"(device offered {'/'.join(_get(record, 'client_versions'))})")
+    app = _get(record, "app") or []
+    if app:
+        more = f" +{len(app) - 2}" if len(app) > 2 else ""
+        parts.append(f"| {_get(record, 'protocol')}: {'; '.join(app[:2])}{more}")
     return " ".join(parts)
 
 
@@ -323,6 +333,37 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
     return Verdict(False, REFUSED, f"after {when} the device offered a session but the server refused it "
                    f"({reason or 'no reason recorded'}); handshake #{_get(first, 'id')} was full",
                    cause=causes.get(reason or "", "server-side refusal"), records=shown, lines=lines)
+
+
+def version_truth(records: Sequence[Any], asked: str | None) -> Verdict | None:
+    """A cell that names a TLS version never passes on another one.
+
+    Returns a failing verdict when a handshake since the connect completed in
+    another version than ``asked`` (``tls1.2``/``tls1.3``; ``auto`` or None
+    asks for nothing), or failed because the device never offered the asked
+    version (its ClientHello's versions, recorded by the server).  None when
+    the records are consistent with what was asked.
+    """
+    want = TLS_NAMES.get(asked or "")
+    if want is None:
+        return None
+    for r in records:
+        got = _get(r, "version")
+        if got and got != want:
+            return Verdict(False, WRONG_VERSION, f"handshake #{_get(r, 'id')} was {got}, but this step asks for "
+                           f"{want}: a {want} result cannot be judged on a {got} handshake",
+                           cause="the device did not get or did not honour the version: its shell may spell "
+                                 "versions differently (firmware.version_tokens in the device file) or ignore "
+                                 "the word, or its TLS stack lacks " + want + " (declare firmware.versions)",
+                           records=list(records)[:3])
+        offered = _get(r, "client_versions") or []
+        if not got and offered and want not in offered:
+            return Verdict(False, WRONG_VERSION, f"handshake #{_get(r, 'id')} failed: the device offered only "
+                           f"{', '.join(offered)} but this step asks for {want} (server: {_get(r, 'error')})",
+                           cause="the device's TLS stack lacks " + want + " or its shell did not pass the version "
+                                 "on: declare firmware.versions / firmware.version_tokens in the device file",
+                           records=list(records)[:3])
+    return None
 
 
 def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:

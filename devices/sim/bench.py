@@ -249,12 +249,17 @@ def parse_args(argv: list[str]) -> BenchConfig:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="SCPI port (0 = any free port)")
     p.add_argument("--firmware", default=DEFAULT_FIRMWARE,
-                   help="firmware command template; placeholders {python} {flash} {variant} {reset_cause} "
-                        "{state_fd} {workdir} and every --set KEY")
+                   help="firmware command template (default: %(default)s); placeholders {python} {flash} "
+                        "{variant} {reset_cause} {state_fd} {workdir} and every --set KEY (defaults: "
+                        + ", ".join(f"{k}={v!r}" for k, v in DEFAULT_SETTINGS.items()) + "). A whole word "
+                        "{extra} is split like a shell into zero or more words: --set \"extra=--app mqtt "
+                        "--hold 5\" adds personality options to the default firmware (see python -m "
+                        "devices.sim.firmware --help)")
     p.add_argument("--variant", default="correct")
     p.add_argument("--uart-mode", choices=["stable", "vanish"], default="stable")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="placeholder value for the firmware command (e.g. ca=/path/ca.pem)")
+                   help="placeholder value for the firmware command (e.g. ca=/path/ca.pem, "
+                        "extra='--app mqtt', or any KEY a --firmware template names)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="firmware environment")
     p.add_argument("--tau", type=float, default=0.1, help="rail decay time constant, s")
     p.add_argument("--brownout", type=float, default=2.5, help="device dies below this rail voltage")

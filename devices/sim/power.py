@@ -9,7 +9,16 @@ binary) can be the device.  Placeholders, filled per boot:
 ``{python}`` this interpreter, ``{flash}`` flash file, ``{variant}``,
 ``{reset_cause}`` (power-on|brown-out|software), ``{state_fd}`` (fd of the
 current-model side channel, -1 if unused), ``{workdir}``, plus every
-``--set KEY=VALUE`` of the bench (e.g. ``{ca}``, ``{page_ms}``).
+``--set KEY=VALUE`` of the bench (e.g. ``{ca}``, ``{page_ms}``, or names of
+your own such as ``{app}`` or ``{target}`` for a template of your own).
+
+``{extra}`` is special when it is a whole word of the template: its value
+is split like a shell command line into zero or more words, so a device
+file can add firmware options without restating the default template
+(``--set "extra=--app mqtt --hold 5 --prompt 'dev$ '"``); the default
+value is empty and then adds no argument.  Anywhere else (inside a word)
+it is plain text like every other placeholder.  The default template ends
+with ``{extra}``.
 
 The firmware's stdin/stdout are the UART pty master; stderr goes to
 ``<workdir>/firmware.log``.  It runs in its own session so a SIGKILL of its
@@ -33,8 +42,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_FIRMWARE = ("{python} -m devices.sim.firmware --flash {flash} --variant {variant} "
-                    "--reset-cause {reset_cause} --state-fd {state_fd} --ca {ca} --page-ms {page_ms}")
-DEFAULT_SETTINGS = {"ca": "", "page_ms": "15"}
+                    "--reset-cause {reset_cause} --state-fd {state_fd} --ca {ca} --page-ms {page_ms} {extra}")
+DEFAULT_SETTINGS = {"ca": "", "page_ms": "15", "extra": ""}
+#: placeholders whose value, when they stand as a whole word, becomes zero or more words
+SPLIT_PLACEHOLDERS = frozenset({"extra"})
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory that holds devices/
 
 
@@ -43,7 +54,11 @@ class FirmwareStartError(Exception):
 
 
 def build_command(template: str, values: dict[str, str]) -> list[str]:
-    """Split like a shell, then fill placeholders in each word; unknown -> error."""
+    """Split like a shell, then fill placeholders in each word; unknown -> error.
+
+    A word that is exactly ``{extra}`` (see :data:`SPLIT_PLACEHOLDERS`) is
+    replaced by its value split like a shell: no word for an empty value.
+    """
     try:
         words = shlex.split(template)
     except ValueError as exc:
@@ -52,6 +67,13 @@ def build_command(template: str, values: dict[str, str]) -> list[str]:
         raise FirmwareStartError("empty firmware command")
     out: list[str] = []
     for word in words:
+        name = word[1:-1]
+        if word.startswith("{") and word.endswith("}") and name in SPLIT_PLACEHOLDERS and name in values:
+            try:
+                out.extend(shlex.split(values[name]))
+            except ValueError as exc:
+                raise FirmwareStartError(f"bad value of {{{name}}}: {exc}") from None
+            continue
         for _, name, _, _ in string.Formatter().parse(word):
             if name is not None and name not in values:
                 raise FirmwareStartError(f"unknown placeholder {{{name}}} in firmware command "

@@ -4,6 +4,9 @@ It answers TLS 1.2 and 1.3 on a TCP port and writes one
 :class:`HandshakeRecord` per connection: full or resumed, by which
 mechanism, which earlier handshake issued the ticket / PSK / session id that
 was resumed (``resumed_from``), what was offered and why an offer was refused.
+The record is published when the handshake ends; what the device does next
+(``protocol``: line, none, http, mqtt, greeting; see ``app.py``) is recorded
+apart (``app``, ``app_end``) and never turns a completed handshake into an error.
 
 Why this engine (stdlib ``ssl`` on OpenSSL 3, plus ctypes):
 

@@ -3,8 +3,22 @@
 Why a standalone mode: on a real bench the server often runs on a lab PC
 the device reaches over the LAN, started once, while tests or people watch
 its output.  ``--json`` gives machines one JSON object per line; without it
-people get one readable line per handshake.  Ctrl-C or SIGTERM stops it
-cleanly with exit code 0.
+people get readable lines.  Ctrl-C or SIGTERM stops it cleanly with exit
+code 0.
+
+Each connection gives two lines: one when the handshake completes or fails
+(``{"event": "handshake", ...}``, the evidence, printed at once even if the
+device then keeps the connection for an hour) and, for a completed
+handshake, one when the connection ends (``{"event": "closed", ...}``, the
+same record with the application fields final: what the device said over
+``--protocol`` and how the connection ended).  Consumers that count
+handshakes should count ``handshake`` events.
+
+``--protocol`` is what the server speaks after the handshake, to match the
+firmware under test: ``line`` (default: echo one line, close), ``none``
+(answer nothing; the device closes, or the idle timeout does), ``http`` (one
+request, a 200, close), ``mqtt`` (MQTT 3.1.1: CONNACK, PINGRESP, PUBACK,
+SUBACK, ...), ``greeting`` (send ``--greeting`` first, then like ``line``).
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
+from .app import DEFAULT_GREETING, PROTOCOL_NAMES
 from .config import ServerConfig, ServerConfigError
 from .records import HandshakeRecord
 from .server import ReferenceServer
@@ -49,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-cert", action="store_true", help="require a client certificate")
     p.add_argument("--client-ca", type=Path, help="CA for client certificates (default: the server CA)")
     p.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument(
+        "--protocol", choices=PROTOCOL_NAMES, default="line",
+        help="what the server speaks after the handshake: line (echo one line, close; default), none (answer "
+        "nothing), http (one request, 200, close), mqtt (MQTT 3.1.1 broker that keeps nothing), greeting "
+        "(send --greeting first, then like line)",
+    )
+    p.add_argument("--greeting", default=DEFAULT_GREETING, metavar="TEXT",
+                   help=f"line sent first with --protocol greeting (default {DEFAULT_GREETING!r})")
+    p.add_argument("--app-timeout", type=float, default=60.0, metavar="S",
+                   help="close a connection after S seconds without application data (default 60)")
     p.add_argument("--log", type=Path, help="handshake log, JSON lines (default: WORKDIR/handshakes.jsonl)")
     p.add_argument("--workdir", type=Path, help="where the CA, certificate and log go (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
@@ -86,6 +111,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         client_cert=args.client_cert,
         client_ca=args.client_ca,
         handshake_timeout=args.handshake_timeout,
+        app_timeout=args.app_timeout,
+        protocol=args.protocol,
+        greeting=args.greeting,
         log_path=args.log,
     )
 
@@ -112,12 +140,17 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
 
     def on_record(rec: HandshakeRecord) -> None:
-        if args.quiet:
-            return
         if args.json:
             emit(json.dumps({"event": "handshake", **rec.to_dict()}))
         else:
             emit(rec.summary())
+
+    def on_closed(rec: HandshakeRecord) -> None:
+        if args.json:
+            emit(json.dumps({"event": "closed", **rec.to_dict()}))
+        else:
+            took = f" after {rec.closed_mono - rec.mono:.1f} s" if rec.closed_mono is not None else ""
+            emit(f"#{rec.id} {rec.peer} closed{took}: {rec.app_summary()}")
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -127,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ReferenceServer(config, workdir=workdir)
     if not args.quiet:
         server.add_listener(on_record)
+        server.add_closed_listener(on_closed)
     try:
         server.start()
     except HarnessError as e:

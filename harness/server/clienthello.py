@@ -25,6 +25,7 @@ EXT_SUPPORTED_VERSIONS = 43
 
 TLS12 = 0x0303
 TLS13 = 0x0304
+VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "TLSv1.0", 0x0302: "TLSv1.1", TLS12: "TLSv1.2", TLS13: "TLSv1.3"}
 
 # ServerHello.random of a HelloRetryRequest (RFC 8446 4.1.3)
 HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
@@ -94,6 +95,15 @@ class ClientHello:
     @property
     def max_version(self) -> int:
         return max(self.versions) if self.versions else self.legacy_version
+
+    def version_names(self) -> list[str]:
+        """The versions offered, by name, ascending: supported_versions, else legacy_version.
+
+        Lets a failed handshake say "the device offered only TLSv1.2".  GREASE
+        and unknown values are left out.
+        """
+        codes = self.versions or [self.legacy_version]
+        return [VERSION_NAMES[c] for c in sorted(set(codes)) if c in VERSION_NAMES]
 
 
 def parse_client_hello(msg: bytes) -> ClientHello:

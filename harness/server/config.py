@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
+from .app import DEFAULT_GREETING, PROTOCOL_NAMES
 from .certs import KEY_TYPES
 
 VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -33,6 +34,8 @@ RUNTIME_KNOBS = frozenset(
         "client_cert",
         "handshake_timeout",
         "app_timeout",
+        "protocol",
+        "greeting",
     }
 )
 
@@ -52,6 +55,16 @@ class ServerConfig:
     stateful, so the server also issues none).  ``tls13_tickets`` is the
     number of TLS 1.3 tickets after a full handshake (OpenSSL sends one after
     a resumption).
+
+    ``protocol`` is what the server speaks after the handshake (``app.py``):
+    ``line`` (echo one line, close), ``none`` (listen, answer nothing),
+    ``http``, ``mqtt`` (3.1.1), ``greeting`` (send ``greeting`` first, then
+    like ``line``).  ``app_timeout`` is the idle limit of that phase: a
+    connection with no application data for that long is closed, which is
+    recorded in ``app_end``, never as a handshake ``error``.  Its default is
+    generous because a device holding an MQTT connection is normal.  Both are
+    read when a connection is accepted, so ``configure()`` applies to the
+    next connection.
     """
 
     host: str = "127.0.0.1"
@@ -70,7 +83,9 @@ class ServerConfig:
     client_cert: bool = False  # require a client certificate signed by client_ca
     client_ca: Path | None = None  # default: the run's CA (or ``ca``)
     handshake_timeout: float = 10.0
-    app_timeout: float = 5.0
+    app_timeout: float = 60.0
+    protocol: str = "line"
+    greeting: str = DEFAULT_GREETING
     log_path: Path | None = None  # default: <workdir>/handshakes.jsonl
 
     def __post_init__(self) -> None:
@@ -102,6 +117,16 @@ class ServerConfig:
             raise ServerConfigError(f"key_type must be one of {', '.join(KEY_TYPES)}, not {self.key_type!r}")
         if self.handshake_timeout <= 0 or self.app_timeout <= 0:
             raise ServerConfigError("timeouts must be positive")
+        protocol = str(self.protocol).strip().lower()
+        if protocol not in PROTOCOL_NAMES:
+            raise ServerConfigError(
+                f"unknown application protocol {self.protocol!r} (choose one of {', '.join(PROTOCOL_NAMES)})"
+            )
+        object.__setattr__(self, "protocol", protocol)
+        if not isinstance(self.greeting, str) or "\n" in self.greeting or "\r" in self.greeting:
+            raise ServerConfigError(f"greeting must be one line of text, not {self.greeting!r}")
+        if len(self.greeting.encode("utf-8", errors="replace")) > 1000:
+            raise ServerConfigError("greeting must be at most 1000 bytes")
         own = [self.cert, self.key, self.ca]
         if any(own) and not all(own):
             raise ServerConfigError("give all of cert, key and ca, or none to generate them")

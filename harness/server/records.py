@@ -4,8 +4,24 @@ Why both: tests query records in memory (``wait_for`` a resumed handshake),
 while a lab running the server standalone, or a CI artifact read after a
 failure, needs a log that survives the process.  Each record is written as
 one JSON object per line and flushed at once, so a crash loses at most the
-connection in flight and the file is valid line by line.  Records only ever
+connections in flight and the file is valid line by line.  Records only ever
 hold fingerprints (:func:`harness.fingerprint.fp`), never tickets or keys.
+
+Two moments in a connection's life, on purpose:
+
+* **The handshake ends.**  The record is complete as evidence and is
+  published in memory at once (``records()``, ``wait_for()``, listeners):
+  a device that keeps its MQTT connection for an hour must not hide its
+  handshake for an hour.  A failed handshake is also final at this moment.
+* **The connection ends.**  The application fields (``app``, ``app_end``,
+  ``closed_mono``, application byte counts) are complete; only now is the
+  record written to the JSON-lines file, so each line carries them, and
+  the "closed" listeners run.  Records still open when the log closes
+  (server stopped) are written then.
+
+The application fields change after publication, under the log's lock
+(:meth:`RecordLog.update`), and ``wait_for`` looks again at records it has
+already seen when one changes, so ``wait_for(lambda r: r.app_end)`` works.
 """
 
 from __future__ import annotations
@@ -58,7 +74,14 @@ class HandshakeRecord:
     bytes_out: int = 0
     round_trips: int = 0
     duration_ms: float = 0.0
-    error: str | None = None
+    error: str | None = None  # the handshake failed (version is then None); never set after it
+    client_versions: list[str] = field(default_factory=list)  # offered in the ClientHello, ascending
+    protocol: str | None = None  # application protocol the server spoke (None: no handshake)
+    app: list[str] = field(default_factory=list)  # application messages seen, short text, capped
+    app_end: str | None = None  # how the application phase ended (None while the connection is open)
+    app_bytes_in: int = 0  # bytes on the wire after the handshake
+    app_bytes_out: int = 0
+    closed_mono: float | None = None  # harness clock when the connection ended
 
     def to_dict(self) -> dict[str, Any]:
         # Hand-written: dataclasses.asdict deep-copies every field and costs
@@ -85,6 +108,13 @@ class HandshakeRecord:
             "round_trips": self.round_trips,
             "duration_ms": self.duration_ms,
             "error": self.error,
+            "client_versions": list(self.client_versions),
+            "protocol": self.protocol,
+            "app": list(self.app),
+            "app_end": self.app_end,
+            "app_bytes_in": self.app_bytes_in,
+            "app_bytes_out": self.app_bytes_out,
+            "closed_mono": self.closed_mono,
         }
 
     @classmethod
@@ -97,7 +127,8 @@ class HandshakeRecord:
     def summary(self) -> str:
         """One readable line: what a person watching the standalone server wants."""
         if self.error and not self.version:
-            return f"#{self.id} {self.peer} failed: {self.error}"
+            offered = f" (client offered {', '.join(self.client_versions)})" if self.client_versions else ""
+            return f"#{self.id} {self.peer} failed: {self.error}{offered}"
         how = f"resumed ({self.mechanism} from #{self.resumed_from})" if self.resumed else "full"
         parts = [f"#{self.id}", self.peer, self.version or "?", self.cipher or "?", how]
         if self.sni:
@@ -111,7 +142,23 @@ class HandshakeRecord:
         parts.append(f"{self.duration_ms:.1f} ms")
         if self.error:
             parts.append(f"error: {self.error}")
+        if self.protocol:
+            parts.append("| " + self.app_summary())
         return " ".join(parts)
+
+    def app_summary(self) -> str:
+        """The application phase in a few words: first and last message, and how it ended."""
+        text = f"{self.protocol}:"
+        if not self.app:
+            text += " no messages"
+        elif len(self.app) == 1:
+            text += f" {self.app[0]}"
+        else:
+            text += f" {self.app[0]} .. {self.app[-1]} ({len(self.app)} entries)"
+        text += f"; {self.app_end}" if self.app_end else "; open"
+        if self.app_bytes_in or self.app_bytes_out:
+            text += f" (app bytes in/out {self.app_bytes_in}/{self.app_bytes_out})"
+        return text
 
 
 class RecordTimeout(BenchTimeout):
@@ -135,33 +182,68 @@ class RecordLog:
     def __init__(self, path: Path | None = None):
         self.path = path
         self._records: list[HandshakeRecord] = []
+        self._open: dict[int, HandshakeRecord] = {}  # published, not yet written (connection open)
+        self._changes = 0  # bumped when a published record changes: wait_for looks again
         self._cond = threading.Condition()
         self._file: IO[str] | None = None
         self._listeners: list[Callable[[HandshakeRecord], None]] = []
+        self._closed_listeners: list[Callable[[HandshakeRecord], None]] = []
         self._encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "a", encoding="utf-8")
 
     def add_listener(self, fn: Callable[[HandshakeRecord], None]) -> None:
+        """``fn(record)`` when a record is published (handshake done or failed)."""
         self._listeners.append(fn)
 
-    def append(self, record: HandshakeRecord) -> None:
-        line = self._encode(record.to_dict()) if self._file else None
+    def add_closed_listener(self, fn: Callable[[HandshakeRecord], None]) -> None:
+        """``fn(record)`` when the connection of a completed handshake ends (app fields final)."""
+        self._closed_listeners.append(fn)
+
+    def append(self, record: HandshakeRecord, *, final: bool = True) -> None:
+        """Publish ``record``; ``final=False`` keeps it out of the file until :meth:`update` ends it."""
         with self._cond:
             self._records.append(record)
-            if self._file is not None and line is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
+            if final:
+                self._write(record)
+            else:
+                self._open[id(record)] = record
             self._cond.notify_all()
-        for fn in self._listeners:
+        self._notify(self._listeners, record)
+
+    def update(self, record: HandshakeRecord, *, final: bool = False, **changes: Any) -> None:
+        """Change fields of a published record; ``final=True`` writes it and runs "closed" listeners."""
+        with self._cond:
+            for name, value in changes.items():
+                setattr(record, name, value)
+            self._changes += 1
+            was_open = self._open.pop(id(record), None) is not None if final else False
+            if was_open:
+                self._write(record)
+            self._cond.notify_all()
+        if was_open:
+            self._notify(self._closed_listeners, record)
+
+    def _write(self, record: HandshakeRecord) -> None:
+        if self._file is not None:
+            self._file.write(self._encode(record.to_dict()) + "\n")
+            self._file.flush()
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[HandshakeRecord], None]], record: HandshakeRecord) -> None:
+        for fn in listeners:
             try:
                 fn(record)
             except Exception:  # a broken listener must not stop the server
                 log.exception("handshake listener failed")
 
     def close(self) -> None:
+        """Write the records whose connection never ended (e.g. the loop did not stop), then close."""
         with self._cond:
+            for record in sorted(self._open.values(), key=lambda r: r.id):
+                self._write(record)
+            self._open.clear()
             if self._file is not None:
                 self._file.close()
                 self._file = None
@@ -191,7 +273,9 @@ class RecordLog:
     ) -> HandshakeRecord:
         """First record after ``since`` (default: all) matching ``predicate`` and fields.
 
-        Raises :class:`RecordTimeout` naming what was seen, so a failing test
+        Records already seen are looked at again when one of them changes
+        (application fields fill in after the handshake), so a predicate
+        on ``app_end`` waits for the connection to end.  Raises :class:`RecordTimeout` naming what was seen, so a failing test
         shows "the server saw a full handshake, offer refused: expired".
         """
         unknown = set(fields_) - _FIELD_NAMES
@@ -202,6 +286,7 @@ class RecordLog:
         deadline = clock.now() + timeout
         with self._cond:
             pos = start
+            changes = self._changes
             while True:
                 while pos < len(self._records):
                     rec = self._records[pos]
@@ -212,6 +297,8 @@ class RecordLog:
                 if left <= 0:
                     raise RecordTimeout(wanted, timeout, self._records[start:])
                 self._cond.wait(left)
+                if self._changes != changes:
+                    changes, pos = self._changes, start
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(HandshakeRecord))

@@ -1,14 +1,21 @@
 """The reference server: one selector loop, OpenSSL through ``ssl.SSLObject``.
 
 Why a single loop thread with memory BIOs rather than a thread per
-connection: every connection is a small state machine (handshake, one line,
-echo, close) whose CPU work happens inside OpenSSL; one thread avoids thread
+connection: every connection is a small state machine (handshake, then an
+application phase spoken by a protocol object from ``app.py``, then close)
+whose CPU work happens inside OpenSSL; one thread avoids thread
 start and hand-off costs on the hot path (the benchmark drives one connection
 after another), it alone touches the ``SSL_CTX`` and the lineage table (no
 locks, no races when keys rotate mid-run), and memory BIOs let it count the
 exact bytes on the wire and tell "client vanished" from "client is slow".
 Other threads talk to it through :meth:`ReferenceServer._call`, which runs a
 function on the loop and waits for it.
+
+The record of a connection is published the moment its handshake ends
+(``_handshake_done``): the application phase that follows (MQTT for an hour,
+an HTTP request, silence, an idle timeout, a TLS error) only fills the
+``app*`` fields and ``closed_mono`` and never sets ``error``.  The JSON-lines
+file gets the record when the connection ends (see ``records.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from harness import clock
 from harness.errors import HarnessError
 from harness.fingerprint import fp
 
-from . import certs
+from . import app, certs
 from .clienthello import (
     CLIENT_HELLO,
     NEW_SESSION_TICKET,
@@ -49,8 +56,8 @@ from .records import HandshakeRecord, Offered, Predicate, RecordLog
 log = logging.getLogger(__name__)
 
 HANDSHAKE, APP, CLOSING = 0, 1, 2
-MAX_LINE = 16384
 RECV_SIZE = 65536
+CLIENT_CLOSE_NOTIFY = "client closed (close_notify)"
 _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI", b"DELE", b"PATC", b"CONN")
 
 
@@ -74,6 +81,9 @@ class _Conn:
     tickets_on: bool
     versions: tuple[str, ...]
     lifetime: int
+    protocol: str  # knobs captured at accept: configure() affects the next connection
+    greeting: str
+    app_timeout: float
     state: int = HANDSHAKE
     eof: bool = False
     first_bytes: bytes = b""
@@ -86,10 +96,13 @@ class _Conn:
     sh: ServerHello | None = None
     tickets: list | None = None  # NewSessionTicket messages written (loop thread only)
     parse_error: str | None = None
-    line: bytearray | None = None
+    proto: app.Protocol | None = None
+    entries: app.AppEntries | None = None
+    last_in: float = 0.0  # harness clock of the last bytes received in the application phase
     record: HandshakeRecord | None = None
     done: bool = False
     published: bool = False
+    app_ended: bool = False
     events: int = selectors.EVENT_READ
 
 
@@ -128,12 +141,23 @@ class ReferenceServer:
         self._thread: threading.Thread | None = None
         self._running = False
         self._listeners: list[Callable[[HandshakeRecord], None]] = []
+        self._closed_listeners: list[Callable[[HandshakeRecord], None]] = []
 
     def add_listener(self, fn: Callable[[HandshakeRecord], None]) -> None:
-        """Call ``fn(record)`` for every record (from the loop thread; keep it short)."""
+        """Call ``fn(record)`` for every record when it is published (from the loop thread; keep it short).
+
+        That is when the handshake completes or fails; application fields
+        are still empty then (see :meth:`add_closed_listener`).
+        """
         self._listeners.append(fn)
         if self.log is not None:
             self.log.add_listener(fn)
+
+    def add_closed_listener(self, fn: Callable[[HandshakeRecord], None]) -> None:
+        """Call ``fn(record)`` when the connection of a completed handshake ends (app fields final)."""
+        self._closed_listeners.append(fn)
+        if self.log is not None:
+            self.log.add_closed_listener(fn)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -171,6 +195,8 @@ class ReferenceServer:
         self.log = RecordLog(log_path)
         for fn in self._listeners:
             self.log.add_listener(fn)
+        for fn in self._closed_listeners:
+            self.log.add_closed_listener(fn)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -184,7 +210,12 @@ class ReferenceServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving: open connections get an error record, nothing leaks."""
+        """Stop serving, nothing leaks.
+
+        A connection still in its handshake gets a failed record ("server
+        stopped"); one in its application phase gets close_notify (best
+        effort) and ``app_end: "server stopped"``, and is written to the file.
+        """
         thread = self._thread
         if thread is None:
             return
@@ -272,7 +303,8 @@ class ReferenceServer:
         return (
             f"versions={'/'.join(c.versions)} tickets={'on' if c.tickets else 'off'} "
             f"lifetime={c.ticket_lifetime}s tls13_tickets={c.tls13_tickets} "
-            f"session_cache={'on' if c.session_cache else 'off'} client_cert={c.client_cert}"
+            f"session_cache={'on' if c.session_cache else 'off'} client_cert={c.client_cert} "
+            f"protocol={c.protocol} app_timeout={c.app_timeout:g}s"
         )
 
     # --- OpenSSL context -----------------------------------------------------------
@@ -386,6 +418,12 @@ class ReferenceServer:
             log.exception("server loop crashed")
         finally:
             for conn in list(self._conns):
+                if conn.state == APP:  # tell the device, which may be waiting on an open connection
+                    try:
+                        self._close_app(conn, "server stopped")
+                        self._flush_bio(conn)
+                    except Exception:
+                        log.debug("close_notify at stop failed for %s", conn.peer, exc_info=True)
                 self._finish(conn, "server stopped")
 
     def _drain_wake(self) -> None:
@@ -416,7 +454,13 @@ class ReferenceServer:
                 what = "client sent nothing" if conn.bytes_in == 0 else f"after {conn.bytes_in} bytes from the client"
                 self._finish(conn, f"handshake timed out after {self.config.handshake_timeout:g} s ({what})")
             elif conn.state == APP:
-                self._finish(conn, f"no request line within {self.config.app_timeout:g} s after the handshake")
+                due = conn.last_in + conn.app_timeout
+                if due > now:  # data came meanwhile: the idle limit counts from the last bytes
+                    conn.deadline = due
+                    heapq.heappush(timers, (due, next(self._seq), conn))
+                    continue
+                self._close_app(conn, f"idle timeout after {conn.app_timeout:g} s")
+                self._send(conn)
             else:
                 self._finish(conn, "client did not take the reply in time")
         return None
@@ -441,6 +485,9 @@ class ReferenceServer:
             tickets_on=cfg.tickets,
             versions=cfg.versions,
             lifetime=cfg.ticket_lifetime,
+            protocol=cfg.protocol,
+            greeting=cfg.greeting,
+            app_timeout=cfg.app_timeout,
         )
         sslobj.harness_conn = conn  # type: ignore[attr-defined]
         return conn
@@ -478,6 +525,12 @@ class ReferenceServer:
                 data = conn.sock.recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 data = None
+            except ConnectionResetError as e:
+                # After the handshake this is usually a device closing with our
+                # TLS 1.3 tickets (or a reply) unread in its socket: the kernel sends RST.
+                self._finish(conn, "client reset the TCP connection" if conn.state != HANDSHAKE
+                             else f"connection error: {e.strerror or e}")
+                return
             except OSError as e:
                 self._finish(conn, f"connection error: {e.strerror or e}")
                 return
@@ -486,7 +539,10 @@ class ReferenceServer:
                     if conn.bytes_in == 0:
                         conn.first_bytes = data[:8]
                     conn.bytes_in += len(data)
-                    conn.incoming.write(data)
+                    if conn.state == APP:
+                        conn.last_in = clock.now()
+                    if conn.state != CLOSING:  # after our close, input is dropped, not buffered
+                        conn.incoming.write(data)
                 else:
                     conn.eof = True
                     conn.incoming.write_eof()
@@ -530,8 +586,7 @@ class ReferenceServer:
         return f"client closed the connection mid-handshake (after {conn.bytes_in} bytes)"
 
     def _describe_tls_error(self, conn: _Conn, e: ssl.SSLError) -> str:
-        reason = getattr(e, "reason", None)
-        text = "TLS handshake failed: " + (reason.replace("_", " ").lower() if reason else str(e))
+        text = "TLS handshake failed: " + self._reason(e)
         if conn.first_bytes.startswith(_HTTP_METHODS):
             text += " (plain HTTP request on the TLS port)"
         elif conn.first_bytes[:1] == b"\x15":
@@ -543,13 +598,27 @@ class ReferenceServer:
         return text
 
     def _handshake_done(self, conn: _Conn) -> None:
+        """Publish the record now: whatever the application does next cannot hide or spoil it.
+
+        OpenSSL has written the server's last flight, TLS 1.3 NewSessionTickets
+        included, by the time ``do_handshake`` returns, so ``issued`` and
+        ``bytes_out`` are complete here.
+        """
         obj = conn.sslobj
         version = obj.version()
         cipher = obj.cipher()
         resumed = obj.session_reused
-        self._make_record(conn, version, cipher[0] if cipher else None, bool(resumed), None)
+        rec = self._make_record(conn, version, cipher[0] if cipher else None, bool(resumed), None)
         conn.state = APP
-        self._set_deadline(conn, self.config.app_timeout)
+        if conn.sock is None:  # the self-check: no application phase, nothing to publish
+            return
+        rec.protocol = conn.protocol
+        conn.proto = app.make(conn.protocol, conn.greeting)
+        conn.entries = app.AppEntries()
+        conn.last_in = clock.now()
+        self._publish(conn, None)
+        self._set_deadline(conn, conn.app_timeout)
+        self._talk(conn, conn.proto.start())
 
     def _make_record(
         self, conn: _Conn, version: str | None, cipher: str | None, resumed: bool, error: str | None
@@ -603,40 +672,102 @@ class ReferenceServer:
             round_trips=conn.round_trips,
             duration_ms=round((now_stamp.mono - conn.t0) * 1000, 3),
             error=error,
+            client_versions=ch.version_names() if ch is not None else [],
         )
         conn.record = rec
         return rec
 
     def _app_step(self, conn: _Conn) -> None:
-        """Read one line, echo it, send close_notify: clients then read TLS 1.3 tickets."""
-        if conn.line is None:
-            conn.line = bytearray()
+        """Decrypt what the client sent, hand it to the protocol, note how the client left."""
+        data = bytearray()
+        ended: str | None = None
         try:
             while True:
                 chunk = conn.sslobj.read(RECV_SIZE)
-                if not chunk:
-                    self._finish(conn, None)
-                    return
-                conn.line += chunk
-                nl = conn.line.find(b"\n")
-                if nl >= 0 or len(conn.line) >= MAX_LINE:
-                    reply = bytes(conn.line[: nl + 1] if nl >= 0 else conn.line)
-                    conn.sslobj.write(reply)
-                    try:
-                        conn.sslobj.unwrap()
-                    except (ssl.SSLWantReadError, ssl.SSLError):
-                        pass
-                    conn.state = CLOSING
-                    self._set_deadline(conn, self.config.app_timeout)
-                    self._publish(conn, None)
-                    return
+                if not chunk:  # the stdlib returns b"" on close_notify
+                    ended = CLIENT_CLOSE_NOTIFY
+                    break
+                data += chunk
         except ssl.SSLWantReadError:
-            if conn.eof:  # TCP close without close_notify: fine for us
-                self._finish(conn, None)
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            self._finish(conn, None)  # the client left without a request: not an error
+            if conn.eof:
+                ended = "client closed the TCP connection"
+        except ssl.SSLZeroReturnError:
+            ended = CLIENT_CLOSE_NOTIFY
+        except ssl.SSLEOFError:
+            ended = "client closed the TCP connection"
         except ssl.SSLError as e:
-            self._finish(conn, f"TLS error after the handshake: {getattr(e, 'reason', None) or e}")
+            ended = f"TLS error after the handshake: {self._reason(e)}"
+        if data:
+            self._talk(conn, conn.proto.feed(bytes(data)))  # type: ignore[union-attr]
+        # If the protocol already decided to close (CLOSING), _send flushes its reply first.
+        if ended and conn.state == APP:
+            if ended == CLIENT_CLOSE_NOTIFY:
+                self._close_app(conn, ended)  # answer with our close_notify (RFC 5246 7.2.1), then close
+            else:
+                self._finish(conn, ended)
+
+    @staticmethod
+    def _reason(e: ssl.SSLError) -> str:
+        reason = getattr(e, "reason", None)
+        return reason.replace("_", " ").lower() if reason else str(e)
+
+    def _talk(self, conn: _Conn, reply: app.Reply) -> None:
+        """Carry out a protocol's reply: record its entries, encrypt its bytes, close if asked."""
+        if conn.state != APP:
+            return
+        if reply.entries:
+            conn.entries.extend(reply.entries)  # type: ignore[union-attr]
+        if reply.out:
+            try:
+                conn.sslobj.write(reply.out)
+            except ssl.SSLError as e:
+                self._close_app(conn, f"TLS error after the handshake: {self._reason(e)}")
+                return
+        if reply.close:
+            self._close_app(conn, reply.close)
+        elif reply.entries or reply.out:
+            bytes_in, bytes_out = self._app_bytes(conn)
+            self.log.update(  # type: ignore[union-attr]
+                conn.record, app=conn.entries.snapshot(), app_bytes_in=bytes_in, app_bytes_out=bytes_out  # type: ignore[union-attr]
+            )
+
+    def _close_app(self, conn: _Conn, how: str) -> None:
+        """The server ends the application phase: close_notify, then close once it is out.
+
+        The record is finished *before* the last bytes go out, so a client
+        that has seen the server close can rely on the file line existing.
+        """
+        try:
+            conn.sslobj.unwrap()  # queues close_notify; the peer's comes later or never
+        except (ssl.SSLWantReadError, ssl.SSLError):
+            pass
+        self._end_app(conn, how)
+        conn.state = CLOSING
+        self._set_deadline(conn, conn.app_timeout)
+
+    def _app_bytes(self, conn: _Conn) -> tuple[int, int]:
+        """Bytes after the handshake: received, and written by us (sent or still queued)."""
+        rec = conn.record
+        assert rec is not None
+        written = conn.bytes_out + len(conn.pending or b"") + conn.outgoing.pending
+        return conn.bytes_in - rec.bytes_in, written - rec.bytes_out
+
+    def _end_app(self, conn: _Conn, how: str) -> None:
+        """Finish the record of a completed handshake: app fields final, written to the file."""
+        if conn.app_ended or conn.record is None or conn.sock is None or not conn.published:
+            return
+        conn.app_ended = True
+        bytes_in, bytes_out = self._app_bytes(conn)
+        self.log.update(  # type: ignore[union-attr]
+            conn.record,
+            final=True,
+            app=conn.entries.snapshot() if conn.entries is not None else [],
+            app_end=how,
+            app_bytes_in=bytes_in,
+            app_bytes_out=bytes_out,
+            closed_mono=clock.now(),
+        )
+        log.debug("connection #%d from %s ended: %s", conn.record.id, conn.peer, how)
 
     def _flush_bio(self, conn: _Conn) -> None:
         data = conn.outgoing.read()
@@ -677,8 +808,11 @@ class ReferenceServer:
     def _publish(self, conn: _Conn, error: str | None) -> HandshakeRecord:
         """Append the connection's one record (idempotent).
 
-        Called *before* the server's last bytes go out, so a client that has
-        read the reply (or the alert) can rely on the record already existing.
+        Called when the handshake completes or fails, *before* the server's
+        last flight (or alert) goes out, so a client that has finished its
+        handshake can rely on the record already existing.  A failed
+        handshake is final and goes to the file now; a completed one goes
+        there when its connection ends (:meth:`_end_app`).
         """
         rec = conn.record
         if rec is None:
@@ -688,19 +822,30 @@ class ReferenceServer:
         if error and not rec.error:
             rec.error = error
         conn.published = True
-        rec.bytes_in = conn.bytes_in
+        # Handshake bytes only: application data that came in the same TCP
+        # segment as the client's Finished is still unread in the BIO.
+        completed = conn.state != HANDSHAKE
+        rec.bytes_in = conn.bytes_in - (conn.incoming.pending if completed else 0)
         rec.bytes_out = conn.bytes_out + len(conn.pending or b"") + conn.outgoing.pending
         if conn.sock is not None:
-            self.log.append(rec)  # type: ignore[union-attr]
+            self.log.append(rec, final=not completed)  # type: ignore[union-attr]
         if rec.error:
             log.debug("handshake #%d from %s: %s", rec.id, rec.peer, rec.error)
         return rec
 
-    def _finish(self, conn: _Conn, error: str | None) -> None:
-        """End a connection; every connection produces exactly one record."""
+    def _finish(self, conn: _Conn, reason: str | None) -> None:
+        """End a connection; every connection produces exactly one record.
+
+        ``reason`` is the handshake's ``error`` while the handshake is under
+        way, and the record's ``app_end`` after it: nothing that happens once
+        the handshake completed can turn it into a failure.
+        """
         if conn.done:
             return
-        self._publish(conn, error)
+        if conn.state == HANDSHAKE:
+            self._publish(conn, reason)
+        else:
+            self._end_app(conn, reason or "connection closed")
         conn.done = True
         if conn.sock is not None:
             self._conns.discard(conn)
@@ -713,7 +858,7 @@ class ReferenceServer:
         # the OpenSSL objects now instead of holding thousands of them.
         conn.sslobj.harness_conn = None  # type: ignore[attr-defined]
         conn.sslobj = conn.incoming = conn.outgoing = None  # type: ignore[assignment]
-        conn.msgs = conn.pending = conn.line = None
+        conn.msgs = conn.pending = conn.proto = None  # type: ignore[assignment]
 
     # --- message callback (hot path: keep it cheap, never raise) ---------------------
 

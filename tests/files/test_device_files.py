@@ -48,6 +48,16 @@ CASES = [
      "bench.resources.uart", "(?P<value>"),
     (_edit("  url: \"{bench.uart}\"", "  url: \"{bench.uarts}\""), "{bench.uarts}", "console.url",
      "unknown placeholder"),
+    (_edit("  key_type: ec", "  key_type: ec\n  protocol: mqqt"), "protocol: mqqt", "server.protocol",
+     "did you mean 'mqtt'"),
+    (_edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  versions: [tls1.2, tls13]"), "versions: [tls1.2, tls13]",
+     "firmware.versions", "did you mean 'tls1.3'"),
+    (_edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  version_tokens:\n    tls1.4: \"1.4\""), "tls1.4: ",
+     "firmware.version_tokens.tls1.4", "unknown version"),
+    (_edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  events:\n    offer: \"^tls: (offer\""), "offer: ",
+     "firmware.events.offer", "regular expression"),
+    (_edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  autoconnect: true"), "    connect:",
+     "firmware.commands.connect", "connects by itself"),
 ]
 
 
@@ -86,6 +96,21 @@ def test_autoconnect_device_needs_no_shell(tmp_path: Path) -> None:
     path.write_text(text)
     spec = devicefile.load(path)
     assert spec.firmware.autoconnect and "connect" not in spec.firmware.commands
+
+
+def test_versions_tokens_protocol_are_read(tmp_path: Path) -> None:
+    text = _edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  versions: [tls1.2]\n  version_tokens:\n"
+                 "    tls1.2: \"1.2\"\n    auto: \"\"\n  events:\n    offer: \"^tls: offer\"")
+    text = text.replace("  key_type: ec", "  key_type: ec\n  protocol: mqtt\n  app_timeout: 120")
+    path = tmp_path / "dev.yaml"
+    path.write_text(text)
+    spec = devicefile.load(path)
+    fw = spec.firmware
+    assert fw.versions == ["tls1.2"]
+    assert fw.version_tokens == {"tls1.2": "1.2", "tls1.3": "tls1.3", "auto": ""}
+    assert fw.event("offer") == "^tls: offer" and fw.event("flash_write") == "^flash: writing slot"
+    assert fw.event("nothing") is None
+    assert (spec.server.protocol, spec.server.app_timeout) == ("mqtt", 120)
 
 
 def test_bad_device_file_stops_pytest_with_one_line(tmp_path: Path) -> None:

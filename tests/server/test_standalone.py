@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -44,12 +46,34 @@ def test_json_mode(tmp_path, sig):
         sess = tmp_path / "s.pem"
         assert s_client(srv, sess_out=sess).status == "New"
         assert s_client(srv, sess_in=sess).status == "Reused"
-        first = json.loads(proc.stdout.readline())
-        second = json.loads(proc.stdout.readline())
+        events = [json.loads(proc.stdout.readline()) for _ in range(4)]
     finally:
         rc, out, err = _stop(proc, sig)
+    # Each connection: its handshake the moment it completes, then its end.
+    assert [(e["event"], e["id"]) for e in events] == [("handshake", 1), ("closed", 1), ("handshake", 2), ("closed", 2)]
+    first, closed, second = events[0], events[1], events[2]
     assert first["event"] == "handshake" and first["version"] == "TLSv1.3" and not first["resumed"]
+    assert first["app_end"] is None and first["protocol"] == "line"
+    assert closed["app"] == ["line 13 bytes"] and closed["app_end"] == "server closed after the reply"
     assert second["resumed"] and second["resumed_from"] == first["id"]
+    assert rc == 0 and "Traceback" not in err
+
+
+def test_greeting_protocol_option(tmp_path):
+    proc = _start(tmp_path, "--json", "--protocol", "greeting", "--greeting", "hello lab", "--app-timeout", "5")
+    try:
+        listening = json.loads(proc.stdout.readline())
+        ctx = ssl.create_default_context(cafile=listening["ca"])
+        with socket.create_connection((listening["host"], listening["port"]), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="server.test") as tls:
+                assert tls.recv(100) == b"hello lab\n"
+        handshake = json.loads(proc.stdout.readline())
+        closed = json.loads(proc.stdout.readline())
+    finally:
+        rc, out, err = _stop(proc, signal.SIGTERM)
+    assert handshake["event"] == "handshake" and handshake["protocol"] == "greeting" and handshake["error"] is None
+    assert closed["event"] == "closed" and closed["app"] == ["greeting sent"]
+    assert closed["app_end"] in ("client closed (close_notify)", "client closed the TCP connection")
     assert rc == 0 and "Traceback" not in err
 
 
@@ -62,9 +86,13 @@ def test_readable_mode(tmp_path):
         srv = SimpleNamespace(host="127.0.0.1", port=port, ca_path=tmp_path / "ca.pem")
         assert s_client(srv).version == "TLSv1.2"
         line = proc.stdout.readline()
+        closed = proc.stdout.readline()
     finally:
         rc, out, err = _stop(proc, signal.SIGTERM)
     assert line.startswith("#1 127.0.0.1:") and "TLSv1.2" in line and " full " in line, line
+    assert "| line: no messages; open" in line, line
+    assert closed.startswith("#1 127.0.0.1:") and " closed after " in closed, closed
+    assert "line: line 13 bytes; server closed after the reply" in closed, closed
     assert rc == 0 and "Traceback" not in err
 
 
@@ -77,6 +105,8 @@ def test_readable_mode(tmp_path):
         (["--cert", "/nonexistent.pem"], "cert, key and ca"),
         (["--ips", "not-an-ip"], "not an IP address"),
         (["--port", "nine"], "invalid int"),
+        (["--protocol", "smtp"], "invalid choice"),
+        (["--greeting", "two\nlines"], "greeting must be one line"),
     ],
 )
 def test_bad_options(tmp_path, args, message):

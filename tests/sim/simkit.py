@@ -1,5 +1,6 @@
-"""Helpers for the simulated-bench tests: certificates, a stdlib TLS echo
-server, a tiny expect() over pyserial, pyvisa sessions.
+"""Helpers for the simulated-bench tests: certificates, a stdlib TLS server
+(echo by default; also none, http, mqtt, greeting, as the firmware's
+personalities speak), a tiny expect() over pyserial, pyvisa sessions.
 
 Deliberately no harness code: these tests prove the bench behaves like
 hardware to *any* client, so they use only what a person at a real bench
@@ -82,16 +83,33 @@ def make_pki(d: Path) -> Pki:
 
 
 # -------------------------------------------------------------- stdlib TLS server
+PROTOCOLS = ("line", "none", "http", "mqtt", "greeting")
+
+
 @dataclass
 class Handshake:
     version: str
     resumed: bool
     sni: str | None
+    app: list[str] = field(default_factory=list)  # what the server saw after the handshake
+    opened: float = 0.0                           # monotonic: handshake done
+    closed: float = 0.0                           # monotonic: connection over
+
+    @property
+    def duration(self) -> float:
+        return self.closed - self.opened
 
 
 @dataclass
 class EchoServer:
-    """A stdlib ssl server: echoes one line then closes, records each handshake.
+    """A stdlib ssl server speaking one application protocol, recording each handshake.
+
+    ``line`` (the default): echo one line, close.  ``none``: say nothing,
+    wait for the client to close.  ``http``: answer ``GET`` with
+    ``http_status``, close.  ``mqtt``: CONNACK a CONNECT, PINGRESP a
+    PINGREQ, record PUBLISH, until DISCONNECT or close.  ``greeting``: send
+    ``banner`` first, then as ``line``.  A record is appended when the
+    connection ends; ``open_since`` tells whether one is open right now.
 
     One SSLContext = one ticket key; :meth:`rotate` makes a new context so
     every earlier ticket is refused (the fallback case).
@@ -100,7 +118,13 @@ class EchoServer:
     cert: Path
     host: str = "127.0.0.1"
     port: int = 0
+    protocol: str = "line"
+    banner: bytes = b"simsrv ready\r\n"
+    http_status: str = "200 OK"
+    connack_rc: int = 0
+    idle_timeout: float = 5.0
     records: list[Handshake] = field(default_factory=list)
+    open_since: float | None = None
     ctx: ssl.SSLContext = field(init=False)
     _sock: socket.socket = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -122,27 +146,111 @@ class EchoServer:
         self.ctx = ctx
 
     def _serve(self) -> None:
+        assert self.protocol in PROTOCOLS, self.protocol
         while not self._stop.is_set():
             try:
                 raw, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
-            raw.settimeout(5)
+            raw.settimeout(self.idle_timeout)
+            rec: Handshake | None = None
             try:
                 with self.ctx.wrap_socket(raw, server_side=True) as tls:
                     sni = self._sni[-1] if self._sni else None
-                    data = b""
-                    while not data.endswith(b"\n"):
-                        chunk = tls.recv(1024)
-                        if not chunk:
-                            break
-                        data += chunk
-                    tls.sendall(data)
-                    self.records.append(Handshake(tls.version() or "?", tls.session_reused, sni))
+                    rec = Handshake(tls.version() or "?", tls.session_reused, sni, opened=time.monotonic())
+                    self.open_since = rec.opened
+                    getattr(self, f"_talk_{self.protocol}")(tls, rec)
             except (OSError, ssl.SSLError) as exc:
-                self.records.append(Handshake(f"error: {exc}", False, None))
+                if rec is None:
+                    rec = Handshake(f"error: {exc}", False, None, opened=time.monotonic())
+                else:
+                    rec.app.append(f"error: {exc}")
             finally:
                 raw.close()
+                self.open_since = None
+                if rec is not None:
+                    rec.closed = time.monotonic()
+                    self.records.append(rec)
+
+    @staticmethod
+    def _read_line(tls: ssl.SSLSocket) -> bytes:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = tls.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _talk_line(self, tls: ssl.SSLSocket, rec: Handshake) -> None:
+        data = self._read_line(tls)
+        rec.app.append(data.decode(errors="replace"))
+        tls.sendall(data)
+
+    def _talk_greeting(self, tls: ssl.SSLSocket, rec: Handshake) -> None:
+        tls.sendall(self.banner)
+        self._talk_line(tls, rec)
+
+    def _talk_none(self, tls: ssl.SSLSocket, rec: Handshake) -> None:
+        while True:
+            chunk = tls.recv(1024)
+            if not chunk:
+                rec.app.append("closed by client")
+                return
+            rec.app.append(f"unexpected {chunk!r}")
+
+    def _talk_http(self, tls: ssl.SSLSocket, rec: Handshake) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = tls.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        rec.app.extend(data.decode(errors="replace").split("\r\n")[:4])
+        tls.sendall(f"HTTP/1.1 {self.http_status}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                    .encode())
+
+    def _talk_mqtt(self, tls: ssl.SSLSocket, rec: Handshake) -> None:
+        buf = b""
+        while True:
+            while True:  # one packet: first byte, remaining length, body
+                if len(buf) >= 2:
+                    length, mult, i = 0, 1, 1
+                    while i < len(buf) and i < 5:
+                        length += (buf[i] & 0x7F) * mult
+                        mult *= 128
+                        if not buf[i] & 0x80:
+                            break
+                        i += 1
+                    if i < len(buf) and len(buf) >= i + 1 + length:
+                        first, body, buf = buf[0], buf[i + 1:i + 1 + length], buf[i + 1 + length:]
+                        break
+                chunk = tls.recv(1024)
+                if not chunk:
+                    rec.app.append("EOF")
+                    return
+                buf += chunk
+            kind = first >> 4
+            if kind == 1:  # CONNECT
+                name_len = int.from_bytes(body[0:2], "big")
+                level, flags = body[2 + name_len], body[3 + name_len]
+                keepalive = int.from_bytes(body[4 + name_len:6 + name_len], "big")
+                cid_len = int.from_bytes(body[6 + name_len:8 + name_len], "big")
+                cid = body[8 + name_len:8 + name_len + cid_len].decode()
+                rec.app.append(f"CONNECT {body[2:2 + name_len].decode()} level={level} flags=0x{flags:02x} "
+                               f"keepalive={keepalive} id={cid}")
+                tls.sendall(bytes([0x20, 0x02, 0x00, self.connack_rc]))
+            elif kind == 3:  # PUBLISH, QoS 0
+                topic_len = int.from_bytes(body[0:2], "big")
+                rec.app.append(f"PUBLISH {body[2:2 + topic_len].decode()} {body[2 + topic_len:].decode()}")
+            elif kind == 12:  # PINGREQ
+                rec.app.append("PINGREQ")
+                tls.sendall(b"\xd0\x00")
+            elif kind == 14:  # DISCONNECT
+                rec.app.append("DISCONNECT")
+                return
+            else:
+                rec.app.append(f"packet 0x{first:02x}")
 
     def close(self) -> None:
         self._stop.set()

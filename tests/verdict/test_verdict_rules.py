@@ -183,3 +183,28 @@ def test_a_resumed_handshake_is_not_a_fallback_and_an_abort_without_one_is_no_fa
 def test_an_errored_resumption_does_not_pass() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1, error="reset after handshake")]
     assert not verdict.resumed_across_power_loss(ev(records)).ok
+
+
+# -- version truth: a cell that names a version never passes on another one ------
+
+def test_version_truth_flags_a_completed_handshake_in_another_version() -> None:
+    records = [rec(1, 5.0, version="TLSv1.2", issued=["aa"])]
+    v = verdict.version_truth(records, "tls1.3")
+    assert v is not None and not v.ok and v.code == verdict.WRONG_VERSION
+    assert "#1 was TLSv1.2" in v.summary and "TLSv1.3" in v.summary
+
+
+def test_version_truth_names_what_the_device_offered_when_the_handshake_failed() -> None:
+    failed = {**rec(1, 5.0, version=None, error="TLS handshake failed: unsupported protocol"),
+              "client_versions": ["TLSv1.2"]}
+    v = verdict.version_truth([failed], "tls1.3")
+    assert v is not None and v.code == verdict.WRONG_VERSION
+    assert "offered only TLSv1.2" in v.summary and "unsupported protocol" in v.summary
+
+
+def test_version_truth_accepts_the_asked_version_and_auto() -> None:
+    records = [rec(1, 5.0, version="TLSv1.3"), {**rec(2, 6.0, version=None, error="x"),
+                                                 "client_versions": ["TLSv1.2", "TLSv1.3"]}]
+    assert verdict.version_truth(records, "tls1.3") is None
+    assert verdict.version_truth([rec(1, 5.0, version="TLSv1.2")], "auto") is None
+    assert verdict.version_truth([rec(1, 5.0, version="TLSv1.2")], None) is None

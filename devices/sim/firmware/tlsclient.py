@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,12 +41,12 @@ from tlslite.errors import TLSError
 from tlslite.messages import NewSessionTicket
 from tlslite.session import Session, Ticket
 
+from .appproto import AppClient, AppFailed, LineClient, LiveConnection, TlsPipe
 from .flash import StoredSession
 
 log = logging.getLogger(__name__)
 
 VERSIONS = {"tls1.2": ((3, 3), (3, 3)), "tls1.3": ((3, 4), (3, 4)), "auto": ((3, 3), (3, 4))}
-APP_LINE = b"simfw hello\n"
 
 
 class HandshakeFailed(Exception):
@@ -69,6 +69,8 @@ class Outcome:
     received: int
     new_session: StoredSession | None
     renewed: bool  # the server issued a ticket during this connection
+    summary: str = ""  # the application protocol's console line
+    live: LiveConnection | None = field(default=None, repr=False)  # held open (--hold)
 
 
 def is_ip(name: str) -> bool:
@@ -202,16 +204,22 @@ def _name_matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
-def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Session | None,
-                       ca_file: Path | None, rtc_now: float, uptime_clock: bool,
-                       fallback: bool = True, timeout: float = 10.0) -> Outcome:
-    """One TCP connection: handshake, verify, send a line, read the echo.
+def handshake_and_talk(host: str, port: int, versions: tuple[tuple[int, int], tuple[int, int]], name: str,
+                       offer: Session | None, ca_file: Path | None, rtc_now: float, uptime_clock: bool,
+                       fallback: bool = True, timeout: float = 10.0, app: AppClient | None = None,
+                       hold_s: float = 0.0) -> Outcome:
+    """One TCP connection: handshake, verify, the application exchange, then close.
+
+    ``versions`` is the (min, max) range offered in the ClientHello; ``app``
+    the protocol spoken after the handshake (default: one line and its
+    echo).  With ``hold_s`` > 0 a connection the server left open is not
+    closed but handed back in ``Outcome.live`` for the shell to keep.
 
     Raises :class:`HandshakeFailed`; never lets a tlslite or socket error out.
     """
-    lo, hi = VERSIONS[version]
+    app = app if app is not None else LineClient(timeout)
     settings = HandshakeSettings()
-    settings.minVersion, settings.maxVersion = lo, hi
+    settings.minVersion, settings.maxVersion = versions
     offered = offer is not None
     sni = None if is_ip(name) else name
     if offer is not None:
@@ -223,6 +231,8 @@ def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Ses
     except OSError as exc:
         raise HandshakeFailed(f"tcp connect to {host}:{port}: {exc.strerror or exc}", False) from None
     conn = FirmwareConnection(sock, fallback=fallback)
+    pipe: TlsPipe | None = None
+    live: LiveConnection | None = None
     try:
         try:
             conn.handshakeClientCert(session=offer, settings=settings, serverName=sni)
@@ -236,45 +246,30 @@ def handshake_and_talk(host: str, port: int, version: str, name: str, offer: Ses
             chain = [bytes(c.bytes) for c in conn.session.serverCertChain.x509List] \
                 if conn.session.serverCertChain else []
             verify_certificate(chain, ca_file, name, None if uptime_clock else rtc_now)
-        received = bytearray()
+        pipe = TlsPipe(conn, sock)
         try:
-            conn.write(APP_LINE)
-            while not received.endswith(b"\n"):
-                data = conn.read(max=4096)
-                if not data:
-                    break
-                received += data
-        except (TLSError, OSError) as exc:
-            if not received:
-                raise HandshakeFailed(f"application data: {type(exc).__name__}: {exc}", False) from None
-        _drain_until_close(conn, sock)
+            result = app.exchange(pipe, name, hold=hold_s > 0)
+        except AppFailed as exc:
+            raise HandshakeFailed(exc.reason, False) from None
         # A real RTC counts whole seconds; an uptime counter counts ms.
         now_ms = int(rtc_now * 1000) if uptime_clock else int(rtc_now) * 1000
         new_session, renewed = _extract(conn, tls13, name, now_ms, uptime_clock)
+        if hold_s > 0 and not pipe.closed:
+            live = LiveConnection(pipe, app, time.monotonic() + hold_s)
         return Outcome(version="TLSv1.3" if tls13 else "TLSv1.2",
                        cipher=CipherSuite.ietfNames.get(suite, f"0x{suite:04x}"),
-                       resumed=resumed, sent=len(APP_LINE), received=len(received),
-                       new_session=new_session, renewed=renewed)
+                       resumed=resumed, sent=result.sent, received=result.received,
+                       new_session=new_session, renewed=renewed, summary=result.summary, live=live)
     finally:
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - a dead socket must not fail a finished connection
-            pass
-        sock.close()
-
-
-def _drain_until_close(conn: TLSConnection, sock: socket.socket, grace: float = 1.0) -> None:
-    """Read on until the server closes, so TLS 1.3 tickets sent late still arrive.
-
-    The reference server echoes one line and closes, so this costs nothing;
-    a server that keeps the connection open costs at most ``grace``.
-    """
-    sock.settimeout(grace)
-    try:
-        while conn.read(max=4096):
-            pass
-    except (TLSError, OSError):
-        pass
+        if live is None:
+            if pipe is not None:
+                pipe.close()
+            else:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - a dead socket must not fail a finished connection
+                    pass
+                sock.close()
 
 
 def _extract(conn: TLSConnection, tls13: bool, name: str, now_ms: int,
