@@ -6,15 +6,23 @@ for comes from the device file.  It keeps the evidence a verdict needs on
 the harness clock: power cuts (with the rail voltage measured before power
 came back), boots (with the reset cause the firmware printed) and connection
 attempts.
+
+It is the one owner of every power cut: switched off by a step, dipped by a
+brown-out, or injected at a moment the device chooses (an armed cut fired by
+a console line or a delay after the connect command).  Arming, cutting,
+verifying the discharge and the evidence window a scenario judges
+(:meth:`Device.mark` / :meth:`Device.since`) all live here, so nobody else
+edits the list of cuts.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from . import clock
 from .devicefile import CommandSpec, DeviceSpec, fill
@@ -28,16 +36,22 @@ class SupplyLike(Protocol):
     def off(self, discharge_below: float | None = 0.3, min_off: float = 0.0, timeout: float = 5.0) -> Any: ...
     def set_voltage(self, volts: float) -> Any: ...
     def measure_voltage(self) -> float: ...
+    def safe(self) -> Any: ...
 
 
 class ConsoleLike(Protocol):
     def mark(self) -> int: ...
     def expect(self, pattern: str, timeout: float = ..., since: int | None = None) -> Any: ...
     def send(self, line: str) -> None: ...
+    def trigger(self, pattern: str, action: Callable[[], object], delay: float = 0.0) -> Any: ...
 
 
 class BootError(HarnessError):
     """Power came back but the device did not reach its boot-ready line."""
+
+
+class CutNotSeen(HarnessError):
+    """An armed power cut never happened: the moment it waited for never came."""
 
 
 @dataclass
@@ -49,7 +63,6 @@ class PowerCut:
     volts_before_on: float | None = None
     verified: bool = False
     kind: str = "off"          # "off" (output switched off) or "brownout" (voltage dipped)
-    dip_volts: float | None = None
 
 
 @dataclass
@@ -57,6 +70,73 @@ class Boot:
     mono: float
     cause: str | None
     line: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where a scenario's window begins in each evidence list."""
+
+    cuts: int
+    boots: int
+    connects: int
+
+
+@dataclass
+class Window:
+    """The device's evidence since a :class:`Mark`: what one scenario is judged on."""
+
+    cuts: list[PowerCut]
+    boots: list[Boot]
+    connects: list["ConnectAttempt"]
+
+
+class _DelayCut:
+    """A cut a fixed delay after the harness sends the connect command.
+
+    Offers what a console :class:`~harness.console.Trigger` offers
+    (``armed``, ``fired``, ``delay``, ``wait``, ``cancel``), so an armed cut
+    is settled the same way whatever fires it.
+    """
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.armed = True
+        self._fired = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    @property
+    def fired(self) -> bool:
+        return self._fired.is_set()
+
+    def start(self, action: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                action()
+            finally:
+                self._fired.set()
+
+        self.armed = False
+        self._timer = threading.Timer(self.delay, run)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def wait(self, timeout: float) -> None:
+        if not self._fired.wait(timeout):
+            raise HarnessError(f"the timed cut did not happen within {timeout:g} s")
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join(timeout=10)
+        self.armed = False
+
+
+@dataclass
+class ArmedCut:
+    """A power cut waiting for its moment: ``what`` says which, for the messages."""
+
+    what: str
+    trigger: Any        # a console Trigger or a _DelayCut
 
 
 @dataclass
@@ -80,6 +160,7 @@ class Device:
         self.boots: list[Boot] = []
         self.connects: list[ConnectAttempt] = []
         self.powered = False
+        self.armed: ArmedCut | None = None
         #: when power last came on (harness clock) and the console position
         #: just before: what a device that connects by itself did since then
         #: is the answer to the next ``connect``
@@ -147,10 +228,66 @@ class Device:
         cut.off_mono = self._last_off_mono(cut.off_mono)
         return cut
 
-    def note_external_cut(self, mono: float) -> None:
-        """A trigger cut the power (from the console reader thread)."""
+    # -- evidence window ---------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(len(self.cuts), len(self.boots), len(self.connects))
+
+    def since(self, mark: Mark) -> Window:
+        return Window(self.cuts[mark.cuts:], self.boots[mark.boots:], self.connects[mark.connects:])
+
+    # -- injected cuts -------------------------------------------------------
+    def arm_cut(self, pattern: str | None, delay: float, what: str) -> None:
+        """Cut power ``delay`` s after a console line matches ``pattern``, or, with no
+        pattern, ``delay`` s after the next connect command is sent."""
+        self.disarm()
+        if pattern is None:
+            self.armed = ArmedCut(what, _DelayCut(delay))
+        else:
+            self.armed = ArmedCut(what, self.console.trigger(pattern, self._cut_now, delay=delay))
+
+    def disarm(self) -> None:
+        if self.armed is not None:
+            self.armed.trigger.cancel()
+        self.armed = None
+
+    def _cut_now(self) -> None:
+        """The armed moment came (console trigger thread or timer): off, no waiting."""
+        mono = clock.now()
+        self.supply.off(discharge_below=None, min_off=0.0)
         self.cuts.append(PowerCut(off_mono=mono, verified=False))
         self.powered = False
+
+    def settle_cut(self, grace: float = 5.0) -> None:
+        """Before power returns: the armed cut must have happened, and the rail discharged.
+
+        Raises :class:`CutNotSeen` when the moment never came (the line was
+        never printed): a cut that did not happen proves nothing.
+        """
+        armed, self.armed = self.armed, None
+        if armed is not None:
+            trig = armed.trigger
+            if not trig.fired and not trig.armed:
+                try:   # the moment came; the cut is due after its delay
+                    trig.wait(trig.delay + grace)
+                except HarnessError as exc:
+                    trig.cancel()
+                    raise CutNotSeen(f"cut_power_when: {armed.what} came but the cut did not happen: {exc}") \
+                        from None
+            fired = trig.fired
+            trig.cancel()
+            if not fired:
+                raise CutNotSeen(f"cut_power_when: {armed.what} never appeared, so power was never cut there")
+        last = self.cuts[-1] if self.cuts else None
+        if last is not None and last.on_mono is None and not last.verified:
+            s = self.spec.supply
+            self.supply.off(discharge_below=s.discharge_below, min_off=s.min_off, timeout=s.discharge_timeout)
+            last.verified = True
+
+    def safe(self) -> None:
+        """Whatever happened: nothing armed, output in the device file's safe state."""
+        self.disarm()
+        self.powered = False
+        self.supply.safe()
 
     def _last_off_mono(self, fallback: float) -> float:
         events = getattr(self.supply, "events", None) or []
@@ -167,7 +304,7 @@ class Device:
         """Dip the rail to ``volts`` for ``duration`` seconds, then restore it."""
         nominal = self.spec.supply.voltage
         mark = self.console.mark()
-        cut = PowerCut(off_mono=clock.now(), kind="brownout", dip_volts=volts, verified=False)
+        cut = PowerCut(off_mono=clock.now(), kind="brownout", verified=False)
         self.cuts.append(cut)
         self.supply.set_voltage(volts)
         time.sleep(duration)
@@ -199,6 +336,8 @@ class Device:
             raise HarnessError("this device connects by itself after boot; use a power step instead")
         # The harness names versions its own way (tls1.2); the shell may not.
         token = self.spec.firmware.version_tokens.get(version, version)
+        if self.armed is not None and isinstance(self.armed.trigger, _DelayCut) and self.armed.trigger.armed:
+            self.armed.trigger.start(self._cut_now)
         return self.command("connect", timeout, host=host, port=port, version=token, sni=sni)
 
     def _run(self, spec: CommandSpec, timeout: float | None, args: dict[str, Any]) -> ConnectAttempt:

@@ -14,15 +14,14 @@ templates also see their own arguments (``{host}``, ``{port}``, ...).
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import yamlfile
 from .errors import ConfigError
-from .yamlfile import Map
+from .yamlfile import Fields, Map, unknown
 
 SCHEMA_VERSION = 1
 #: TLS versions a firmware may support, in the harness's spelling (scenario files use it)
@@ -150,76 +149,7 @@ class DeviceSpec:
     source: Map | None = None
 
 
-# -- validation helpers -----------------------------------------------------
-
-_Checker = Callable[[Any], Any]
-
-
-def _typed(map_: Map, key: str, kinds: tuple[type, ...], what: str, default: Any = ...,
-           path: str = "") -> Any:
-    full = f"{path}.{key}" if path else key
-    if key not in map_:
-        if default is ...:
-            raise ConfigError(map_.file, map_.owner_line or map_.line, full, f"missing (expected {what})")
-        return default
-    value = map_[key]
-    if isinstance(value, bool) and bool not in kinds:
-        raise ConfigError(map_.file, map_.line_of(key), full, f"expected {what}, got {value!r}")
-    if not isinstance(value, kinds):
-        raise ConfigError(map_.file, map_.line_of(key), full, f"expected {what}, got {value!r}")
-    return value
-
-
-def _num(map_: Map, key: str, default: Any = ..., path: str = "", minimum: float | None = 0.0) -> Any:
-    value = _typed(map_, key, (int, float), "a number", default, path)
-    if value is not None and value is not default and minimum is not None and value < minimum:
-        full = f"{path}.{key}" if path else key
-        raise ConfigError(map_.file, map_.line_of(key), full, f"must be >= {minimum}, got {value}")
-    return float(value) if isinstance(value, (int, float)) else value
-
-
-def _str(map_: Map, key: str, default: Any = ..., path: str = "") -> Any:
-    return _typed(map_, key, (str,), "a string", default, path)
-
-
-def _regex(map_: Map, key: str, default: Any = ..., path: str = "") -> Any:
-    value = _str(map_, key, default, path)
-    if isinstance(value, str):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            full = f"{path}.{key}" if path else key
-            raise ConfigError(map_.file, map_.line_of(key), full,
-                              f"not a valid regular expression: {exc}") from None
-    return value
-
-
-def _section(map_: Map, key: str, required: bool = True, path: str = "") -> Map | None:
-    full = f"{path}.{key}" if path else key
-    if key not in map_:
-        if required:
-            raise ConfigError(map_.file, map_.line, full, "missing section")
-        return None
-    value = map_[key]
-    if not isinstance(value, Map):
-        raise ConfigError(map_.file, map_.line_of(key), full, "expected a mapping")
-    return value
-
-
-def _no_unknown(map_: Map, allowed: set[str], path: str = "") -> None:
-    for key in map_:
-        if key not in allowed:
-            full = f"{path}.{key}" if path else str(key)
-            hint = _closest(str(key), allowed)
-            raise ConfigError(map_.file, map_.line_of(key), full,
-                              f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _closest(word: str, choices: set[str]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+# -- placeholders ----------------------------------------------------------------
 
 
 def placeholders(template: str) -> list[str]:
@@ -238,56 +168,57 @@ _SUPPLY_KEYS = {"resource", "dialect", "channel", "visa_library", "voltage", "cu
                 "brownout_threshold"}
 
 
-def _supply(doc: Map) -> SupplySpec:
-    sec = _section(doc, "supply")
-    assert sec is not None
-    _no_unknown(sec, _SUPPLY_KEYS, "supply")
-    channel = _typed(sec, "channel", (int,), "a channel number", 1, "supply")
+def _supply(doc: Fields) -> SupplySpec:
+    sec = doc.section("supply")
+    sec.no_unknown(_SUPPLY_KEYS)
+    channel = sec.value("channel", (int,), 1, what="a channel number")
     if channel < 1:
-        raise sec.error("channel", "channel numbers start at 1", path="supply.channel")
-    safe = sec.get("safe_state", Map({"output": "off"}))
-    if not isinstance(safe, dict):
-        raise ConfigError(sec.file, sec.line_of("safe_state"), "supply.safe_state",
-                          "expected a mapping like {output: off}")
-    output = str(safe.get("output", "off")).lower() if not isinstance(safe.get("output"), bool) \
-        else ("on" if safe.get("output") else "off")
-    if output not in ("on", "off"):
-        raise ConfigError(sec.file, sec.line_of("safe_state"), "supply.safe_state.output",
-                          f"must be on or off, got {safe.get('output')!r}")
-    voltage = _num(sec, "voltage", 3.3, "supply")
-    ovp = _num(sec, "ovp", None, "supply")
+        raise sec.error("channel", "channel numbers start at 1")
+    safe_state = _safe_state(sec)
+    voltage = sec.num("voltage", 3.3)
+    ovp = sec.num("ovp", None)
     if ovp is not None and ovp < voltage:
-        raise sec.error("ovp", f"over-voltage protection {ovp} V is below the set-point {voltage} V",
-                        path="supply.ovp")
+        raise sec.error("ovp", f"over-voltage protection {ovp} V is below the set-point {voltage} V")
     return SupplySpec(
-        resource=_str(sec, "resource", path="supply"),
-        dialect=_str(sec, "dialect", path="supply"),
+        resource=sec.text("resource"),
+        dialect=sec.text("dialect"),
         channel=channel,
-        visa_library=_str(sec, "visa_library", "@py", "supply"),
+        visa_library=sec.text("visa_library", "@py"),
         voltage=voltage,
-        current_limit=_num(sec, "current_limit", 0.5, "supply"),
+        current_limit=sec.num("current_limit", 0.5),
         ovp=ovp,
-        discharge_below=_num(sec, "discharge_below", 0.3, "supply"),
-        min_off=_num(sec, "min_off", 0.2, "supply"),
-        discharge_timeout=_num(sec, "discharge_timeout", 5.0, "supply"),
-        settle_tolerance=_num(sec, "settle_tolerance", 0.1, "supply"),
-        safe_state={"output": output, **{k: v for k, v in safe.items() if k != "output"}},
-        brownout_threshold=_num(sec, "brownout_threshold", None, "supply"),
+        discharge_below=sec.num("discharge_below", 0.3),
+        min_off=sec.num("min_off", 0.2),
+        discharge_timeout=sec.num("discharge_timeout", 5.0),
+        settle_tolerance=sec.num("settle_tolerance", 0.1),
+        safe_state=safe_state,
+        brownout_threshold=sec.num("brownout_threshold", None),
     )
 
 
-def _console(doc: Map) -> ConsoleSpec:
-    sec = _section(doc, "console")
-    assert sec is not None
-    _no_unknown(sec, {"url", "baudrate", "line_ending", "char_delay"}, "console")
-    baud = _typed(sec, "baudrate", (int,), "a baud rate", 115200, "console")
+def _safe_state(sec: Fields) -> dict[str, Any]:
+    """``{output: on|off, ...}``; YAML reads a bare on/off as true/false, so both spellings count."""
+    safe = sec.map.get("safe_state", Map({"output": "off"}))
+    if not isinstance(safe, dict):
+        raise sec.error("safe_state", "expected a mapping like {output: off}")
+    given = safe.get("output")
+    output = str(safe.get("output", "off")).lower() if not isinstance(given, bool) else ("on" if given else "off")
+    if output not in ("on", "off"):
+        raise sec.error("safe_state", f"must be on or off, got {given!r}", where=f"{sec.where('safe_state')}.output")
+    return {"output": output, **{k: v for k, v in safe.items() if k != "output"}}
+
+
+def _console(doc: Fields) -> ConsoleSpec:
+    sec = doc.section("console")
+    sec.no_unknown({"url", "baudrate", "line_ending", "char_delay"})
+    baud = sec.value("baudrate", (int,), 115200, what="a baud rate")
     if baud <= 0:
-        raise sec.error("baudrate", "must be positive", path="console.baudrate")
+        raise sec.error("baudrate", "must be positive")
     return ConsoleSpec(
-        url=_str(sec, "url", path="console"),
+        url=sec.text("url"),
         baudrate=baud,
-        line_ending=_str(sec, "line_ending", "\r\n", "console"),
-        char_delay=_num(sec, "char_delay", 0.0, "console"),
+        line_ending=sec.text("line_ending", "\r\n"),
+        char_delay=sec.num("char_delay", 0.0),
     )
 
 
@@ -296,44 +227,34 @@ _COMMAND_KEYS = {"send", "ok", "fail", "timeout"}
 KNOWN_COMMANDS = ("connect", "erase_session", "set_clock", "show_session", "reset", "corrupt_session")
 
 
-def _commands(fw: Map) -> dict[str, CommandSpec]:
-    sec = _section(fw, "commands", required=False, path="firmware")
+def _commands(fw: Fields) -> dict[str, CommandSpec]:
+    sec = fw.section("commands", required=False)
     result: dict[str, CommandSpec] = {}
     if sec is None:
         return result
-    for name, body in sec.items():
-        path = f"firmware.commands.{name}"
+    for name, body in sec.map.items():
         if isinstance(body, str):
-            result[name] = CommandSpec(name, body, None, None, 10.0, sec.line_of(name))
+            result[name] = CommandSpec(name, body, None, None, 10.0, sec.map.line_of(name))
             continue
         if not isinstance(body, Map):
-            raise ConfigError(sec.file, sec.line_of(name), path,
-                              "expected a mapping with send/ok/fail/timeout or a line to send")
-        _no_unknown(body, _COMMAND_KEYS, path)
-        send = _str(body, "send", None, path)
-        if send is None and name != "connect":
-            raise ConfigError(body.file, body.line, f"{path}.send", "missing (the line to send)")
-        result[name] = CommandSpec(
-            name=name,
-            send=send,
-            ok=_regex(body, "ok", None, path),
-            fail=_regex(body, "fail", None, path),
-            timeout=_num(body, "timeout", 10.0, path),
-            line=sec.line_of(name),
-        )
+            raise sec.error(name, "expected a mapping with send/ok/fail/timeout or a line to send")
+        result[name] = _command(name, Fields(body, sec.where(name)), sec.map.line_of(name))
     return result
 
 
-def _regex_list(sec: Map, key: str) -> list[str]:
-    items = sec.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
-        raise ConfigError(sec.file, sec.line_of(key), f"firmware.{key}", "expected a list of regular expressions")
+def _command(name: str, body: Fields, line: int | None) -> CommandSpec:
+    body.no_unknown(_COMMAND_KEYS)
+    send = body.text("send", None)
+    if send is None and name != "connect":
+        raise body.error_here("missing (the line to send)", where=body.where("send"))
+    return CommandSpec(name=name, send=send, ok=body.regex("ok", None), fail=body.regex("fail", None),
+                       timeout=body.num("timeout", 10.0), line=line)
+
+
+def _regex_list(sec: Fields, key: str) -> list[str]:
+    items = sec.list_of(key, str, message="expected a list of regular expressions", default=[])
     for index, pattern in enumerate(items):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(sec.file, sec.line_of(key), f"firmware.{key}[{index}]",
-                              f"not a valid regular expression: {exc}") from None
+        sec.compile(key, pattern, where=f"{sec.where(key)}[{index}]")
     return list(items)
 
 
@@ -342,194 +263,151 @@ _FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "reset_
                   "events"}
 
 
-def _versions(sec: Map) -> list[str]:
-    value = sec.get("versions", list(TLS_VERSIONS))
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise sec.error("versions", "expected a list like [tls1.2, tls1.3]", path="firmware.versions")
+def _versions(sec: Fields) -> list[str]:
+    value = sec.list_of("versions", str, message="expected a list like [tls1.2, tls1.3]",
+                        default=list(TLS_VERSIONS), non_empty=True, single=True)
     for v in value:
         if v not in TLS_VERSIONS:
-            raise sec.error("versions", f"unknown TLS version {v!r}{_closest(v, set(TLS_VERSIONS))}; "
-                            f"known: {', '.join(TLS_VERSIONS)}", path="firmware.versions")
+            raise sec.error("versions", unknown(f"TLS version {v!r}", v, TLS_VERSIONS, intro="known:"))
     return list(dict.fromkeys(value))
 
 
-def _version_tokens(sec: Map) -> dict[str, str]:
+def _version_tokens(sec: Fields) -> dict[str, str]:
     tokens = {v: v for v in VERSION_WORDS}
-    given = sec.get("version_tokens")
+    given = sec.section("version_tokens", required=False, if_null=None,
+                        message='expected a mapping like {tls1.2: "1.2", tls1.3: "1.3", auto: ""}')
     if given is None:
         return tokens
-    if not isinstance(given, Map):
-        raise sec.error("version_tokens", 'expected a mapping like {tls1.2: "1.2", tls1.3: "1.3", auto: ""}',
-                        path="firmware.version_tokens")
-    for word, token in given.items():
-        where = f"firmware.version_tokens.{word}"
-        if word not in VERSION_WORDS:
-            raise ConfigError(given.file, given.line_of(word), where,
-                              f"unknown version{_closest(str(word), set(VERSION_WORDS))}; known: "
-                              + ", ".join(VERSION_WORDS))
+    for word, token in given.map.items():
+        given.known(word, VERSION_WORDS, what="version", intro="known:")
         if token is None:
             token = ""
         if not isinstance(token, (str, int, float)) or isinstance(token, bool):
-            raise ConfigError(given.file, given.line_of(word), where,
-                              f"expected the word the shell takes (a string), got {token!r}")
+            raise given.error(word, f"expected the word the shell takes (a string), got {token!r}")
         tokens[str(word)] = str(token)
     return tokens
 
 
-def _events(sec: Map) -> dict[str, str]:
-    given = sec.get("events")
+def _events(sec: Fields) -> dict[str, str]:
+    given = sec.section("events", required=False, if_null=None,
+                        message="expected a mapping of name: regular expression")
     if given is None:
         return {}
-    if not isinstance(given, Map):
-        raise sec.error("events", "expected a mapping of name: regular expression", path="firmware.events")
-    for name, pattern in given.items():
-        where = f"firmware.events.{name}"
+    for name in given.map:
         if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(given.file, given.line_of(name), where, "an event name is an identifier")
-        if not isinstance(pattern, str):
-            raise ConfigError(given.file, given.line_of(name), where, "expected a regular expression")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(given.file, given.line_of(name), where,
-                              f"not a valid regular expression: {exc}") from None
-    return dict(given)
+            raise given.error(name, "an event name is an identifier")
+        given.regex(name, not_regex="expected a regular expression")
+    return dict(given.map)
 
 
-def _firmware(doc: Map) -> FirmwareSpec:
-    sec = _section(doc, "firmware")
-    assert sec is not None
-    _no_unknown(sec, _FIRMWARE_KEYS, "firmware")
+def _reset_causes(sec: Fields) -> dict[str, str]:
+    causes = sec.section("reset_causes", required=False, message="expected a mapping like {brown-out: BROWNOUT}")
+    if causes is None:
+        return {}
+    for name in causes.map:
+        causes.regex(name, not_regex="expected a regular expression")
+    return {str(k): v for k, v in causes.map.items()}
+
+
+def _firmware(doc: Fields) -> FirmwareSpec:
+    sec = doc.section("firmware")
+    sec.no_unknown(_FIRMWARE_KEYS)
     forbid = _regex_list(sec, "forbid")
     redact = _regex_list(sec, "redact")
-    autoconnect = _typed(sec, "autoconnect", (bool,), "true or false", False, "firmware")
-    causes = sec.get("reset_causes", {})
-    if not isinstance(causes, dict):
-        raise sec.error("reset_causes", "expected a mapping like {brown-out: BROWNOUT}", path="firmware.reset_causes")
-    for name, pattern in causes.items():
-        if not isinstance(pattern, str):
-            raise ConfigError(sec.file, causes.line_of(name), f"firmware.reset_causes.{name}",
-                              "expected a regular expression")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(sec.file, causes.line_of(name), f"firmware.reset_causes.{name}",
-                              f"not a valid regular expression: {exc}") from None
+    autoconnect = sec.value("autoconnect", (bool,), False, what="true or false")
+    reset_causes = _reset_causes(sec)
     spec = FirmwareSpec(
-        boot_ready=_regex(sec, "boot_ready", path="firmware"),
-        boot_timeout=_num(sec, "boot_timeout", 10.0, "firmware"),
-        prompt=_str(sec, "prompt", None, "firmware"),
-        reset_cause=_regex(sec, "reset_cause", None, "firmware"),
-        session_stored=_regex(sec, "session_stored", None, "firmware"),
-        flash_write=_regex(sec, "flash_write", None, "firmware"),
+        boot_ready=sec.regex("boot_ready"),
+        boot_timeout=sec.num("boot_timeout", 10.0),
+        prompt=sec.text("prompt", None),
+        reset_cause=sec.regex("reset_cause", None),
+        session_stored=sec.regex("session_stored", None),
+        flash_write=sec.regex("flash_write", None),
         forbid=forbid,
         autoconnect=autoconnect,
         commands=_commands(sec),
-        reset_causes={str(k): v for k, v in causes.items()},
+        reset_causes=reset_causes,
         redact=redact,
         versions=_versions(sec),
         version_tokens=_version_tokens(sec),
         events=_events(sec),
     )
-    if spec.reset_cause is not None and "cause" not in re.compile(spec.reset_cause).groupindex:
-        raise sec.error("reset_cause", "needs a named group (?P<cause>...)",
-                        path="firmware.reset_cause")
-    if not autoconnect and "connect" not in spec.commands:
-        raise ConfigError(sec.file, sec.line, "firmware.commands.connect",
-                          "missing: a device without a connect command must set autoconnect: true")
-    if autoconnect and "connect" in spec.commands:
-        raise ConfigError(sec.file, spec.commands["connect"].line, "firmware.commands.connect",
-                          "a device with autoconnect: true connects by itself; remove the connect command "
-                          "or set autoconnect: false")
-    connect = spec.commands.get("connect")
-    if connect is not None and connect.ok is None:
-        raise ConfigError(sec.file, connect.line, "firmware.commands.connect.ok",
-                          "missing: the pattern that says the connection succeeded")
+    if spec.reset_cause is not None:   # the group last: a file with two mistakes keeps its one answer
+        sec.compile("reset_cause", spec.reset_cause, groups=("cause",))
+    _check_connect(sec, spec)
     return spec
 
 
-def _server(doc: Map) -> ServerSpec:
-    sec = _section(doc, "server", required=False)
+def _check_connect(sec: Fields, spec: FirmwareSpec) -> None:
+    """A device connects either by a command that says when it succeeded, or by itself: not both."""
+    where = "firmware.commands.connect"
+    if not spec.autoconnect and "connect" not in spec.commands:
+        raise sec.error_here("missing: a device without a connect command must set autoconnect: true",
+                             where=where)
+    connect = spec.commands.get("connect")
+    if spec.autoconnect and connect is not None:
+        raise ConfigError(sec.file, connect.line, where,
+                          "a device with autoconnect: true connects by itself; remove the connect command "
+                          "or set autoconnect: false")
+    if connect is not None and connect.ok is None:
+        raise ConfigError(sec.file, connect.line, f"{where}.ok",
+                          "missing: the pattern that says the connection succeeded")
+
+
+_SERVER_KEYS = {"bind", "reach_host", "port", "names", "ips", "key_type", "cert", "key", "ca", "protocol",
+                "greeting", "app_timeout"}
+
+
+def _server(doc: Fields) -> ServerSpec:
+    sec = doc.section("server", required=False)
     if sec is None:
         return ServerSpec()
-    _no_unknown(sec, {"bind", "reach_host", "port", "names", "ips", "key_type", "cert", "key", "ca",
-                      "protocol", "greeting", "app_timeout"}, "server")
-    protocol = _str(sec, "protocol", "line", "server")
+    sec.no_unknown(_SERVER_KEYS)
+    protocol = sec.text("protocol", "line")
     if protocol not in PROTOCOLS:
-        raise sec.error("protocol", f"unknown application protocol {protocol!r}"
-                        f"{_closest(protocol, set(PROTOCOLS))}; known: {', '.join(PROTOCOLS)}",
-                        path="server.protocol")
-    app_timeout = _num(sec, "app_timeout", None, "server")
+        raise sec.error("protocol", unknown(f"application protocol {protocol!r}", protocol, PROTOCOLS,
+                                            intro="known:"))
+    app_timeout = sec.num("app_timeout", None)
     if app_timeout is not None and app_timeout <= 0:
-        raise sec.error("app_timeout", "must be more than 0 s", path="server.app_timeout")
-    names = sec.get("names", ["server.test"])
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(sec.file, sec.line_of("names"), "server.names",
-                          "expected a non-empty list of host names")
-    ips = sec.get("ips", ["127.0.0.1"])
-    if not isinstance(ips, list) or not all(isinstance(n, str) for n in ips):
-        raise ConfigError(sec.file, sec.line_of("ips"), "server.ips", "expected a list of addresses")
-    key_type = _str(sec, "key_type", "ec", "server")
+        raise sec.error("app_timeout", "must be more than 0 s")
+    names = sec.list_of("names", str, message="expected a non-empty list of host names",
+                        default=["server.test"], non_empty=True)
+    ips = sec.list_of("ips", str, message="expected a list of addresses", default=["127.0.0.1"])
+    key_type = sec.text("key_type", "ec")
     if key_type not in ("ec", "rsa"):
-        raise sec.error("key_type", f"must be ec or rsa, got {key_type!r}", path="server.key_type")
-    own = [k for k in ("cert", "key", "ca") if k in sec]
+        raise sec.error("key_type", f"must be ec or rsa, got {key_type!r}")
+    own = [k for k in ("cert", "key", "ca") if k in sec.map]
     if own and len(own) != 3:
         missing = sorted({"cert", "key", "ca"} - set(own))
-        raise ConfigError(sec.file, sec.line_of(own[0]), f"server.{missing[0]}",
-                          "your own certificate needs cert, key and ca together")
-    port = _typed(sec, "port", (int,), "a TCP port", 0, "server")
+        raise sec.error(own[0], "your own certificate needs cert, key and ca together",
+                        where=sec.where(missing[0]))
+    port = sec.value("port", (int,), 0, what="a TCP port")
     if not 0 <= port <= 65535:
-        raise sec.error("port", f"not a TCP port: {port}", path="server.port")
+        raise sec.error("port", f"not a TCP port: {port}")
     base = Path(doc.file).parent
 
     def own_path(key: str) -> str | None:
-        value = _str(sec, key, None, "server")
+        value = sec.text(key, None)
         return None if value is None else str((base / value) if not Path(value).is_absolute() else value)
 
-    return ServerSpec(
-        bind=_str(sec, "bind", "127.0.0.1", "server"),
-        reach_host=_str(sec, "reach_host", "127.0.0.1", "server"),
-        port=port,
-        names=list(names),
-        ips=list(ips),
-        key_type=key_type,
-        cert=own_path("cert"),
-        key=own_path("key"),
-        ca=own_path("ca"),
-        protocol=protocol,
-        greeting=_str(sec, "greeting", None, "server"),
-        app_timeout=app_timeout,
-    )
+    return ServerSpec(bind=sec.text("bind", "127.0.0.1"), reach_host=sec.text("reach_host", "127.0.0.1"),
+                      port=port, names=list(names), ips=list(ips), key_type=key_type, cert=own_path("cert"),
+                      key=own_path("key"), ca=own_path("ca"), protocol=protocol,
+                      greeting=sec.text("greeting", None), app_timeout=app_timeout)
 
 
-def _bench(doc: Map) -> BenchSpec | None:
-    sec = _section(doc, "bench", required=False)
+def _bench(doc: Fields) -> BenchSpec | None:
+    sec = doc.section("bench", required=False)
     if sec is None:
         return None
-    _no_unknown(sec, {"start", "ready", "resources", "timeout"}, "bench")
-    start = sec.get("start")
-    if not isinstance(start, list) or not start or not all(isinstance(a, str) for a in start):
-        raise ConfigError(sec.file, sec.line_of("start"), "bench.start",
-                          "expected the command as a list of strings")
-    resources = _section(sec, "resources", path="bench")
-    assert resources is not None
-    for name in resources:
-        value = resources[name]
-        if not isinstance(value, str):
-            raise ConfigError(resources.file, resources.line_of(name), f"bench.resources.{name}",
-                              "expected a regular expression with a (?P<value>...) group")
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ConfigError(resources.file, resources.line_of(name), f"bench.resources.{name}",
-                              f"not a valid regular expression: {exc}") from None
-        if "value" not in compiled.groupindex:
-            raise ConfigError(resources.file, resources.line_of(name), f"bench.resources.{name}",
-                              "needs a named group (?P<value>...)")
-    return BenchSpec(start=list(start), ready=_regex(sec, "ready", path="bench"),
-                     resources=dict(resources), timeout=_num(sec, "timeout", 30.0, "bench"))
+    sec.no_unknown({"start", "ready", "resources", "timeout"})
+    start = sec.list_of("start", str, message="expected the command as a list of strings", non_empty=True)
+    resources = sec.section("resources")
+    for name in resources.map:
+        resources.regex(name, groups=("value",),
+                        not_regex="expected a regular expression with a (?P<value>...) group")
+    return BenchSpec(start=list(start), ready=sec.regex("ready"),
+                     resources=dict(resources.map), timeout=sec.num("timeout", 30.0))
 
 
 _TOP_KEYS = {"schema", "name", "description", "bench", "supply", "console", "firmware", "server",
@@ -537,27 +415,23 @@ _TOP_KEYS = {"schema", "name", "description", "bench", "supply", "console", "fir
 
 
 def parse(doc: Any, file: str) -> DeviceSpec:
-    if not isinstance(doc, Map):
-        raise ConfigError(file, getattr(doc, "line", 1), None,
-                          "a device file is a mapping (schema, name, supply, console, firmware, ...)")
-    _no_unknown(doc, _TOP_KEYS)
-    schema = _typed(doc, "schema", (int,), "the schema version number")
+    top = Fields.document(doc, file, "a device file is a mapping (schema, name, supply, console, firmware, ...)")
+    top.no_unknown(_TOP_KEYS)
+    schema = top.value("schema", (int,), what="the schema version number")
     if schema != SCHEMA_VERSION:
-        raise doc.error("schema", f"unsupported schema version {schema}; this harness reads {SCHEMA_VERSION}")
-    variables = doc.get("variables", {})
-    if not isinstance(variables, dict):
-        raise doc.error("variables", "expected a mapping of name: value")
+        raise top.error("schema", f"unsupported schema version {schema}; this harness reads {SCHEMA_VERSION}")
+    variables = top.section("variables", required=False, message="expected a mapping of name: value")
     spec = DeviceSpec(
         path=file,
-        name=_str(doc, "name"),
+        name=top.text("name"),
         description=str(doc.get("description", "")).strip(),
-        bench=_bench(doc),
-        supply=_supply(doc),
-        console=_console(doc),
-        firmware=_firmware(doc),
-        server=_server(doc),
-        flash_file=_str(doc, "flash_file", None),
-        variables={str(k): str(v) for k, v in variables.items()},
+        bench=_bench(top),
+        supply=_supply(top),
+        console=_console(top),
+        firmware=_firmware(top),
+        server=_server(top),
+        flash_file=top.text("flash_file", None),
+        variables={str(k): str(v) for k, v in variables.map.items()} if variables else {},
         source=doc,
     )
     _check_placeholders(spec, doc)
@@ -580,7 +454,12 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
     bench_names = set(spec.bench.resources) if spec.bench else set()
 
     def check(template: str, where: str, sec: Map | None, key: str, extra: set[str] = frozenset()) -> None:
-        for name in placeholders(template):
+        try:
+            names = placeholders(template)
+        except ValueError as exc:   # "{a" : an unclosed brace
+            raise ConfigError(spec.path, sec.line_of(key) if sec is not None else None, where,
+                              f"bad placeholder in {template!r}: {exc} (write {{{{ for a literal brace)") from None
+        for name in names:
             root = name.split(".")[0].split("[")[0]
             if root == "bench" and name[6:] in bench_names:
                 continue

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from . import yamlfile
 from .errors import ConfigError
+from .yamlfile import Fields, Wording
 
 log = logging.getLogger(__name__)
 
@@ -143,30 +144,35 @@ def load(name_or_path: str | Path) -> Dialect:
     return loaded
 
 
+#: How a dialect words the mistakes every kind of file shares: its own way since it was
+#: written, kept so that what users and tests quote still matches (see yamlfile.Wording).
+_WORDING = Wording(wrong_text="expected text, got {type}", wrong_mapping="expected a mapping, got {type}",
+                   below="must be at least {minimum}, got {value!r}",
+                   not_regex="expected a regular expression string", bad_regex="bad regular expression: {error}",
+                   needs_group="the pattern needs a named group (?P<{group}>...)",
+                   unknown_intro="expected one of", did_you_mean=False, raw_keys=True)
+_TOP_KEYS = {"name", "manual", "models", "channels", "transport", "commands", "replies", "errors"}
+
+
 def parse(doc: Any, default_name: str = "?") -> Dialect:
     """Validate a loaded dialect document; every complaint names file/line/key."""
-    if not isinstance(doc, yamlfile.Map):
-        raise ConfigError(getattr(doc, "file", "?"), getattr(doc, "line", None), None,
-                          "a dialect file must be a mapping")
-    known = {"name", "manual", "models", "channels", "transport", "commands", "replies",
-             "errors"}
-    for key in doc:
-        if key not in known:
-            raise doc.error(key, f"unknown key; expected one of {', '.join(sorted(known))}")
-    name = _text(doc, "name", default=default_name)
-    manual = _text(doc, "manual")
+    top = Fields.document(doc, getattr(doc, "file", "?"), "a dialect file must be a mapping",
+                          wording=_WORDING, line_if_scalar=None)
+    top.no_unknown(_TOP_KEYS)
+    name = top.text("name", default_name, if_null="")
+    manual = top.text("manual", "", if_null="")
     if not manual:
-        raise doc.error("manual" if "manual" in doc else None,
-                        "cite the programming manual (title and section) this dialect follows")
-    models = tuple(str(m) for m in _seq(doc, "models", default=[]))
-    channels = tuple(_int_list(doc, "channels"))
+        message = "cite the programming manual (title and section) this dialect follows"
+        raise top.error("manual", message) if "manual" in doc else top.error_here(message)
+    models = tuple(str(m) for m in top.list_of("models", default=[], if_null=[]))
+    channels = tuple(_channels(top))
     if not channels:
-        raise doc.error("channels" if "channels" in doc else None,
-                        "list the channel numbers this model has, e.g. [1, 2, 3]")
-    transport = _transport(doc)
-    commands = _commands(doc)
-    replies = _replies(doc, commands)
-    errors = _errors(doc)
+        message = "list the channel numbers this model has, e.g. [1, 2, 3]"
+        raise top.error("channels", message) if "channels" in doc else top.error_here(message)
+    transport = _transport(top)
+    commands = _commands(top)
+    replies = _replies(top)
+    errors = _errors(top)
     lines = {key: doc.line_of(key) for key in doc}
     for section in ("commands", "replies", "transport"):
         sub = doc.get(section)
@@ -177,104 +183,47 @@ def parse(doc: Any, default_name: str = "?") -> Dialect:
                    lines=lines)
 
 
-# --- validation helpers -------------------------------------------------------------------
+# --- sections -----------------------------------------------------------------------------
 
-def _text(doc: yamlfile.Map, key: str, default: str | None = None) -> str:
-    value = doc.get(key, default)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise doc.error(key, f"expected text, got {type(value).__name__}")
-    return value
-
-
-def _seq(doc: yamlfile.Map, key: str, default: Any = None) -> list:
-    value = doc.get(key, default)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise doc.error(key, f"expected a list, got {type(value).__name__}")
-    return value
-
-
-def _int_list(doc: yamlfile.Map, key: str) -> list[int]:
-    items = _seq(doc, key)
+def _channels(top: Fields) -> list[int]:
+    items = top.list_of("channels", if_null=[])
     for item in items:
         if not isinstance(item, int) or isinstance(item, bool):
-            raise doc.error(key, f"expected whole channel numbers, got {item!r}")
+            raise top.error("channels", f"expected whole channel numbers, got {item!r}")
     return items
 
 
-def _map(doc: yamlfile.Map, key: str) -> yamlfile.Map | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, yamlfile.Map):
-        raise doc.error(key, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _number(section: yamlfile.Map, key: str, path: str, *, kind: type = float,
-            minimum: float = 0.0) -> Any:
-    value = section.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise section.error(key, f"expected a number, got {value!r}", path=path)
-    if kind is int and not isinstance(value, int):
-        raise section.error(key, f"expected a whole number, got {value!r}", path=path)
-    if value < minimum:
-        raise section.error(key, f"must be at least {minimum}, got {value!r}", path=path)
-    return kind(value)
-
-
-def _terminator(section: yamlfile.Map, key: str, default: str) -> str:
-    if key not in section:
-        return default
-    value = section[key]
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise section.error(key, f"expected a string such as \"\\n\" or null, got {value!r}",
-                            path=f"transport.{key}")
-    return value
-
-
-def _transport(doc: yamlfile.Map) -> Transport:
-    section = _map(doc, "transport")
+def _transport(top: Fields) -> Transport:
+    section = top.section("transport", required=False, if_null=None)
     if section is None:
         return Transport()
-    known = {"write_termination", "read_termination", "command_gap", "timeout", "quiet",
-             "default_port", "baud_rate", "data_bits", "stop_bits"}
-    for key in section:
-        if key not in known:
-            raise section.error(key, f"unknown transport key; expected one of "
-                                     f"{', '.join(sorted(known))}", path=f"transport.{key}")
+    section.no_unknown({"write_termination", "read_termination", "command_gap", "timeout", "quiet",
+                        "default_port", "baud_rate", "data_bits", "stop_bits"}, what="transport key")
     defaults = Transport()
 
-    def num(key: str, kind: type = float) -> Any:
-        value = _number(section, key, f"transport.{key}", kind=kind)
-        return getattr(defaults, key) if value is None else value
+    def num(key: str, whole: bool = False) -> Any:
+        default = getattr(defaults, key)
+        return section.num(key, default, whole=whole, if_null=default)
+
+    def terminator(key: str) -> str:
+        return section.value(key, (str,), getattr(defaults, key), what='a string such as "\\n" or null',
+                             if_null="")
 
     return Transport(
-        write_termination=_terminator(section, "write_termination", defaults.write_termination),
-        read_termination=_terminator(section, "read_termination", defaults.read_termination),
+        write_termination=terminator("write_termination"), read_termination=terminator("read_termination"),
         command_gap=num("command_gap"), timeout=num("timeout"), quiet=num("quiet"),
-        default_port=num("default_port", int), baud_rate=num("baud_rate", int),
-        data_bits=num("data_bits", int), stop_bits=num("stop_bits"))
+        default_port=num("default_port", True), baud_rate=num("baud_rate", True),
+        data_bits=num("data_bits", True), stop_bits=num("stop_bits"))
 
 
-def _commands(doc: yamlfile.Map) -> dict[str, tuple[str, ...]]:
-    section = _map(doc, "commands")
+def _commands(top: Fields) -> dict[str, tuple[str, ...]]:
+    section = top.section("commands", required=False, if_null=None)
     if section is None:
-        raise doc.error(None, "missing 'commands' mapping")
+        raise top.error_here("missing 'commands' mapping")
     known = set(REQUIRED_COMMANDS) | set(OPTIONAL_COMMANDS)
     result: dict[str, tuple[str, ...]] = {}
-    for key, value in section.items():
-        path = f"commands.{key}"
-        if key not in known:
-            raise section.error(key, f"unknown command; expected one of {', '.join(sorted(known))}",
-                                path=path)
+    for key, value in section.map.items():
+        section.known(key, known, what="command")
         if value is None:
             templates: list = []
         elif isinstance(value, str):
@@ -282,111 +231,82 @@ def _commands(doc: yamlfile.Map) -> dict[str, tuple[str, ...]]:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             templates = list(value)
         else:
-            raise section.error(key, "expected a command string, a list of them, or null",
-                                path=path)
+            raise section.error(key, "expected a command string, a list of them, or null")
         if key in QUERIES and len(templates) > 1:
-            raise section.error(key, "a query must be a single command string", path=path)
+            raise section.error(key, "a query must be a single command string")
         for template in templates:
-            _check_template(section, key, path, template)
+            _check_template(section, key, template)
         result[key] = tuple(templates)
     for key in REQUIRED_COMMANDS:
         if not result.get(key):
-            raise section.error(None, f"command '{key}' is required", path=f"commands.{key}")
+            raise section.error_here(f"command '{key}' is required", where=section.where(key))
     return result
 
 
-def _check_template(section: yamlfile.Map, key: str, path: str, template: str) -> None:
+def _check_template(section: Fields, key: str, template: str) -> None:
     """Fail at load time on a placeholder the driver will never supply."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise section.error(key, f"bad template {template!r}: {exc}", path=path) from None
+        raise section.error(key, f"bad template {template!r}: {exc}") from None
     for name in fields:
         if name not in PLACEHOLDERS:
             raise section.error(key, f"unknown placeholder {{{name}}} in {template!r}; "
-                                     f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
-                                path=path)
+                                     f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
     try:
         template.format(**PLACEHOLDERS)
     except (ValueError, KeyError, IndexError) as exc:
-        raise section.error(key, f"template {template!r} does not format: {exc}",
-                            path=path) from None
+        raise section.error(key, f"template {template!r} does not format: {exc}") from None
 
 
-def _regex(section: yamlfile.Map, key: str, path: str, groups: tuple[str, ...]) -> re.Pattern:
-    value = section.get(key)
-    if not isinstance(value, str):
-        raise section.error(key, "expected a regular expression string", path=path)
-    try:
-        pattern = re.compile(value)
-    except re.error as exc:
-        raise section.error(key, f"bad regular expression: {exc}", path=path) from None
-    for group in groups:
-        if group not in pattern.groupindex:
-            raise section.error(key, f"the pattern needs a named group (?P<{group}>...)",
-                                path=path)
-    return pattern
-
-
-def _replies(doc: yamlfile.Map, commands: Mapping[str, tuple[str, ...]]) -> dict[str, Reply]:
-    section = _map(doc, "replies")
+def _replies(top: Fields) -> dict[str, Reply]:
+    section = top.section("replies", required=False, if_null=None)
     result: dict[str, Reply] = {}
     if section is None:
         return result
-    for key, value in section.items():
-        path = f"replies.{key}"
+    for key in section.map:
         if key not in QUERIES:
-            raise section.error(key, f"replies are only for queries: {', '.join(QUERIES)}",
-                                path=path)
-        if not isinstance(value, yamlfile.Map):
-            raise section.error(key, "expected a mapping with pattern/length/on_values", path=path)
-        for sub in value:
-            if sub not in ("pattern", "length", "on_values"):
-                raise value.error(sub, "unknown reply key; expected pattern, length, on_values",
-                                  path=f"{path}.{sub}")
-        pattern = (_regex(value, "pattern", f"{path}.pattern", ("value",))
-                   if "pattern" in value else Reply().pattern)
-        length = _number(value, "length", f"{path}.length", kind=int, minimum=1)
-        on_values = value.get("on_values", list(Reply().on_values))
-        if not isinstance(on_values, list) or not all(isinstance(v, (str, int)) for v in on_values):
-            raise value.error("on_values", "expected a list of replies meaning 'output on'",
-                              path=f"{path}.on_values")
+            raise section.error(key, f"replies are only for queries: {', '.join(QUERIES)}")
+        reply = section.section(key, message="expected a mapping with pattern/length/on_values")
+        reply.no_unknown(("pattern", "length", "on_values"), what="reply key", intro="expected")
+        pattern = reply.pattern("pattern", Reply().pattern, groups=("value",))
+        length = reply.num("length", None, whole=True, minimum=1, if_null=None)
+        on_values = reply.list_of("on_values", (str, int), default=list(Reply().on_values),
+                                  message="expected a list of replies meaning 'output on'")
         result[key] = Reply(pattern=pattern, length=length,
                             on_values=tuple(str(v) for v in on_values))
     return result
 
 
-def _errors(doc: yamlfile.Map) -> tuple[ErrorCheck, ...]:
-    if "errors" not in doc:
-        raise doc.error(None, "missing 'errors': list the error queries, or [] and say in a "
-                              "comment that the model has no error reporting")
-    items = _seq(doc, "errors")
+def _errors(top: Fields) -> tuple[ErrorCheck, ...]:
+    if "errors" not in top.map:
+        raise top.error_here("missing 'errors': list the error queries, or [] and say in a "
+                             "comment that the model has no error reporting")
+    items = top.list_of("errors", if_null=[])
     checks = []
     for index, item in enumerate(items):
         path = f"errors[{index}]"
         if not isinstance(item, yamlfile.Map):
-            raise ConfigError(doc.file, items.line_of(index), path,
-                              "expected a mapping with query/pattern")
-        for key in item:
-            if key not in ("query", "pattern", "ok_codes", "texts", "drain", "max_reads"):
-                raise item.error(key, "unknown key; expected query, pattern, ok_codes, texts, "
-                                      "drain, max_reads", path=f"{path}.{key}")
-        query = item.get("query")
-        if not isinstance(query, str) or not query:
-            raise item.error("query" if "query" in item else None, "expected the error query",
-                             path=f"{path}.query")
-        pattern = _regex(item, "pattern", f"{path}.pattern", ("code",))
-        ok = item.get("ok_codes", [0])
-        if not isinstance(ok, list) or not all(isinstance(c, int) for c in ok):
-            raise item.error("ok_codes", "expected a list of whole numbers", path=f"{path}.ok_codes")
-        texts = item.get("texts", {}) or {}
-        if not isinstance(texts, dict) or not all(isinstance(k, int) and isinstance(v, str)
-                                                  for k, v in texts.items()):
-            raise item.error("texts", "expected a mapping of code -> text", path=f"{path}.texts")
-        drain = item.get("drain", True)
-        if not isinstance(drain, bool):
-            raise item.error("drain", "expected true or false", path=f"{path}.drain")
-        max_reads = _number(item, "max_reads", f"{path}.max_reads", kind=int, minimum=1) or 20
-        checks.append(ErrorCheck(query=query, pattern=pattern, ok_codes=tuple(ok),
-                                 texts=dict(texts), drain=drain, max_reads=max_reads))
+            raise ConfigError(top.file, items.line_of(index), path, "expected a mapping with query/pattern")
+        checks.append(_error_check(Fields(item, path, _WORDING)))
     return tuple(checks)
+
+
+def _error_check(item: Fields) -> ErrorCheck:
+    item.no_unknown(("query", "pattern", "ok_codes", "texts", "drain", "max_reads"), intro="expected")
+    query = item.map.get("query")
+    if not isinstance(query, str) or not query:
+        raise item.error("query", "expected the error query") if "query" in item.map \
+            else item.error_here("expected the error query", where=item.where("query"))
+    pattern = item.pattern("pattern", groups=("code",))
+    ok = item.list_of("ok_codes", int, message="expected a list of whole numbers", default=[0])
+    texts = item.map.get("texts", {}) or {}
+    if not isinstance(texts, dict) or not all(isinstance(k, int) and isinstance(v, str)
+                                              for k, v in texts.items()):
+        raise item.error("texts", "expected a mapping of code -> text")
+    drain = item.map.get("drain", True)
+    if not isinstance(drain, bool):
+        raise item.error("drain", "expected true or false")
+    max_reads = item.num("max_reads", None, whole=True, minimum=1, if_null=None) or 20
+    return ErrorCheck(query=query, pattern=pattern, ok_codes=tuple(ok),
+                      texts=dict(texts), drain=drain, max_reads=max_reads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,11 @@ from typing import Any, Callable
 
 from . import clock, verdict
 from .console import ForbiddenOutput
-from .device import BootError, ConnectAttempt, Device
+from .device import BootError, ConnectAttempt, CutNotSeen, Device, Mark, Window
 from .devicefile import DeviceSpec
 from .errors import BenchTimeout, HarnessError
+from .expectations import EXPECTATIONS, WHOLE_SCENARIO, Ask, NeedsConnect
+from .outcomes import Code
 from .scenario import Scenario, Step, substitute, walk
 from .server.config import ServerConfig
 from .supply import DischargeError
@@ -53,13 +54,13 @@ def server_knobs(settings: dict[str, Any]) -> dict[str, Any]:
 class ScenarioFailure(HarnessError):
     """The device did not do what the scenario expects; carries the verdict.
 
-    The message always holds ``FAIL [code]``: the verdict's code, or one of
-    :data:`FAILURE_CODES` for failures found before any verdict (the device
-    did not boot, a console line never came), so reports and tests can sort
-    failures by cause without parsing prose.
+    The message always holds ``FAIL [code]``: the verdict's code, or the
+    engine's own (:class:`~harness.outcomes.Code` members found by the engine:
+    the device did not boot, a console line never came), so reports and tests
+    can sort failures by cause without parsing prose.
     """
 
-    def __init__(self, step: Step, message: str, judged: verdict.Verdict | None = None, code: str = "error"):
+    def __init__(self, step: Step, message: str, judged: verdict.Verdict | None = None, code: Code = Code.ERROR):
         self.step = step
         self.verdict = judged
         self.code = judged.code if judged is not None else code
@@ -67,19 +68,6 @@ class ScenarioFailure(HarnessError):
         if judged is None:
             message = f"FAIL [{code}]: {message}"
         super().__init__(f"{step.where}: {step.action}{' ' + detail if detail else ''}: {message}")
-
-
-#: Codes of failures found by the engine itself rather than by a verdict.
-FAILURE_CODES = {
-    "no-boot": "power came back but the device never reached its boot-ready line",
-    "forbidden-output": "the device printed a line the device file forbids (panic, assert, traceback)",
-    "console-timeout": "an expected console line did not come",
-    "not-stored": "the device never said it stored the session",
-    "wrong-reset-cause": "the device reset for another reason than the scenario expects",
-    "trigger-not-seen": "the line that should trigger a power cut never came",
-    "discharge": "the rail did not discharge in time",
-    "error": "any other bench error",
-}
 
 
 #: how long a device without a shell may take to store its session after a handshake
@@ -113,10 +101,7 @@ class Trace:
     verdicts: list[verdict.Verdict] = field(default_factory=list)
     server_mark: int = 0
     server_marks: dict[str, int] = field(default_factory=dict)
-    console_mark: int = 0
-    cut_index_start: int = 0
-    boot_index_start: int = 0
-    connect_index_start: int = 0
+    device_mark: Mark = Mark(0, 0, 0)
     end: float | None = None
 
 
@@ -142,8 +127,6 @@ class Engine:
         self.seed = int(self.params.get("seed", 1))
         self.rng = random.Random(self.seed)
         self._last_server = "primary"
-        self._trigger: Any = None
-        self._trigger_pattern: str | None = None
         #: console position at the start of the last step that is not an
         #: expectation: an expect_console looks from there, so it sees what
         #: the action before it made the device print
@@ -156,8 +139,6 @@ class Engine:
         self._asked: dict[str, str] = {}
         #: the last record a connect of a device without a shell has answered with
         self._auto_taken = 0
-        #: a cut armed to happen a delay after the next connect command is sent
-        self._connect_cut: tuple[float, Callable[[], None]] | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def check_requirements(self) -> None:
@@ -273,10 +254,8 @@ class Engine:
         t = self.trace
         t.server_mark = self.rig.server.mark()
         t.server_marks = {name: srv.mark() for name, srv in self.rig.servers.items()}
-        t.console_mark = self.rig.console.mark()
-        t.cut_index_start = len(dev.cuts)
-        t.boot_index_start = len(dev.boots)
-        t.connect_index_start = len(dev.connects)
+        self.rig.console.mark()
+        t.device_mark = dev.mark()
         t.start = clock.now()
 
     def _erase_session(self) -> None:
@@ -303,27 +282,36 @@ class Engine:
 
     def run(self) -> Trace:
         self.check_requirements()
-        self.prepare()
+        try:
+            self.prepare()
+        except HarnessError as exc:
+            # The known state could not be reached (the device does not boot,
+            # panics, the rail does not discharge): the same codes as in a step.
+            step = Step("prepare", {}, self.scenario.file, self.scenario.line)
+            raise ScenarioFailure(step, f"before the first step: {exc}", code=_code_for(step, exc)) from None
         try:
             self._run_steps(self.scenario.steps, depth=0)
         finally:
-            self._disarm()
+            self.rig.device.disarm()
             self.trace.end = clock.now()
         return self.trace
+
+    def window(self) -> Window:
+        """The device's power cuts, boots and connects during this scenario."""
+        return self.rig.device.since(self.trace.device_mark)
 
     # -- evidence ----------------------------------------------------------------
     def evidence(self, server: str = "primary") -> verdict.Evidence:
         t = self.trace
-        dev = self.rig.device
         s = self.rig.spec
         records = self.rig.server.since(t.server_mark) if server == "primary" else \
             self.server(server).since(t.server_marks.get(server, 0))
+        window = self.window()
         return verdict.Evidence(
             records=records,
-            cuts=dev.cuts[t.cut_index_start:],
-            boots=dev.boots[t.boot_index_start:],
+            cuts=window.cuts,
+            boots=window.boots,
             lines=[ln for ln in self.rig.console.lines if ln.mono >= t.start],
-            connects=dev.connects[t.connect_index_start:],
             session_stored=s.firmware.session_stored,
             brownout_threshold=s.supply.brownout_threshold,
             discharge_below=s.supply.discharge_below,
@@ -353,7 +341,7 @@ class Engine:
         ``cut_time`` is when power was last cut: setting the device clock to it
         models an RTC that stopped while the device was unpowered.
         """
-        cuts = self.rig.device.cuts[self.trace.cut_index_start:]
+        cuts = self.window().cuts
         cut = clock.wall_from_mono(cuts[-1].off_mono) if cuts else time.time()
         return {"now": round(time.time(), 3), "cut_time": round(cut, 3)}
 
@@ -372,27 +360,8 @@ class Engine:
         return float(off), verify
 
     def _step_power_on(self, step: Step, args: dict[str, Any]) -> None:
-        if self._trigger is not None:
-            trig = self._trigger
-            if not trig.fired and not trig.armed:
-                # The line was seen; the cut is scheduled after its delay.
-                try:
-                    trig.wait(trig.delay + 5.0)
-                except BenchTimeout as exc:
-                    raise ScenarioFailure(step, f"cut_power_when: the line came but the cut did not happen: {exc}",
-                                          code="trigger-not-seen") from None
-            fired = trig.fired
-            self._disarm()
-            if not fired:
-                raise ScenarioFailure(step, f"cut_power_when: the line {self._trigger_pattern!r} never appeared, "
-                                      "so power was never cut there", code="trigger-not-seen")
-        dev = self.rig.device
-        if dev.cuts and dev.cuts[-1].on_mono is None and not dev.cuts[-1].verified:
-            # Cut by a trigger: make sure the rail really discharged before power returns.
-            s = self.rig.spec.supply
-            self.rig.supply.off(discharge_below=s.discharge_below, min_off=s.min_off, timeout=s.discharge_timeout)
-            dev.cuts[-1].verified = True
-        dev.power_on(wait_boot=args.get("wait_boot", True), timeout=args.get("timeout"))
+        self.rig.device.settle_cut()
+        self.rig.device.power_on(wait_boot=args.get("wait_boot", True), timeout=args.get("timeout"))
 
     def _step_power_off(self, step: Step, args: dict[str, Any]) -> None:
         off, verify = self._off_time(args)
@@ -415,31 +384,19 @@ class Engine:
                 log.info("no boot after an unverified power cycle")
 
     def _step_cut_power_when(self, step: Step, args: dict[str, Any]) -> None:
-        dev = self.rig.device
-        supply = self.rig.supply
-
-        def cut() -> None:
-            mono = clock.now()
-            supply.off(discharge_below=None, min_off=0.0)
-            dev.note_external_cut(mono)
-
-        self._disarm()
         on = args.get("after")
-        pattern = args.get("line") if on is None else self.rig.spec.firmware.event(on)
         delay = self._delay(step, args.get("delay", 0.0))
         if on == "connect":
             # Device-neutral: the harness knows when it sends the connect command.
-            self._trigger_pattern = "the connect command"
             self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after the next "
                                      "connect command is sent"))
-            self._trigger = _TimerCut(delay)
-            self._connect_cut = (delay, cut)
+            self.rig.device.arm_cut(None, delay, "the connect command")
             return
+        pattern = args.get("line") if on is None else self.rig.spec.firmware.event(on)
         assert pattern is not None  # checked in check_requirements
-        self._trigger_pattern = pattern
         self.trace.steps.append((clock.now(), f"  armed: cut power {delay * 1000:.1f} ms after {pattern!r}"
                                  + (f" (firmware {on})" if on else "")))
-        self._trigger = self.rig.console.trigger(pattern, cut, delay=delay)
+        self.rig.device.arm_cut(pattern, delay, f"the line {pattern!r}")
 
     def _delay(self, step: Step, value: Any) -> float:
         """Seconds, a seeded random draw, or a fraction of this device's measured session write."""
@@ -469,24 +426,9 @@ class Engine:
             raise ScenarioFailure(step, "cannot time the session write: since the scenario began the device never "
                                   f"printed its flash_write line ({fw.flash_write!r}) followed by its "
                                   f"session_stored line ({fw.session_stored!r}), so there is no write to cut",
-                                  code="trigger-not-seen")
+                                  code=Code.TRIGGER_NOT_SEEN)
         self.trace.steps.append((clock.now(), f"  measured session write: {measured * 1000:.1f} ms"))
         return measured
-
-    def _arm_connect_cut(self) -> None:
-        if self._connect_cut is None or not isinstance(self._trigger, _TimerCut):
-            return
-        delay, cut = self._connect_cut
-        self._connect_cut = None
-        self._trigger.start(cut)
-
-    def _disarm(self) -> None:
-        if self._trigger is not None:
-            cancel = getattr(self._trigger, "cancel", None)
-            if cancel:
-                cancel()
-        self._trigger = None
-        self._connect_cut = None
 
     def _step_brownout(self, step: Step, args: dict[str, Any]) -> None:
         self.rig.device.brownout(float(args["volts"]), float(self._value(args["duration"])),
@@ -522,11 +464,10 @@ class Engine:
         sni = args.get("sni") or server.names[0]
         self._last_connect_mono = clock.now()
         server_mark = server.mark()
-        self._arm_connect_cut()
         attempt = self.rig.device.connect(self.rig.spec.server.reach_host, server.port, version, sni,
                                           timeout=args.get("timeout"))
-        expect = args.get("expect", "any" if self._trigger is not None else "ok")
-        if attempt.interrupted and self._trigger is not None:
+        expect = args.get("expect", "any" if self.rig.device.armed is not None else "ok")
+        if attempt.interrupted:
             return
         if expect == "ok" and not attempt.ok:
             # The device may report the failure (it sent an alert) before the
@@ -586,7 +527,7 @@ class Engine:
         try:
             rec = server.wait_for(after_boot, timeout=timeout, since=self.trace.server_mark)
         except BenchTimeout as exc:
-            judged = verdict.Verdict(False, verdict.NO_CONNECT, f"the device did not connect by itself within "
+            judged = verdict.Verdict(False, Code.NEVER_CONNECTED, f"the device did not connect by itself within "
                                      f"{timeout:g} s of power-up", cause="the address baked into the firmware, "
                                      "the network, or the firmware failed before its ClientHello",
                                      lines=[ln for ln in self.rig.console.lines if ln.mono >= since][:25])
@@ -625,17 +566,17 @@ class Engine:
             self.rig.console.expect(pattern, timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
         except BenchTimeout as exc:
             raise ScenarioFailure(step, f"the device never printed that it stored the session "
-                                  f"({pattern!r})\n{exc}", code="not-stored") from None
+                                  f"({pattern!r})\n{exc}", code=Code.NOT_STORED) from None
 
     def _step_expect_reset(self, step: Step, args: dict[str, Any]) -> None:
-        boots = self.rig.device.boots[self.trace.boot_index_start:]
+        boots = self.window().boots
         want = args["cause"]
         if not boots:
-            raise ScenarioFailure(step, "no boot was seen in this scenario", code="no-boot")
+            raise ScenarioFailure(step, "no boot was seen in this scenario", code=Code.NO_BOOT)
         got = boots[-1].cause
         if got != want:
             raise ScenarioFailure(step, f"the last boot reported reset cause {got!r} ({boots[-1].line!r}), "
-                                  f"expected {want!r}", code="wrong-reset-cause")
+                                  f"expected {want!r}", code=Code.WRONG_RESET_CAUSE)
 
     def _step_expect_console(self, step: Step, args: dict[str, Any]) -> None:
         self.rig.console.expect(args["pattern"], timeout=float(args.get("timeout", 10.0)), since=self._step_mark)
@@ -678,36 +619,21 @@ class Engine:
         dev.power_off(verify=True)
 
     def _step_expect_server(self, step: Step, args: dict[str, Any]) -> None:
-        ev = self.evidence(args.get("server", self._last_server))
+        name = args.get("server", self._last_server)
+        ev = self.evidence(name)
         outcome = args["outcome"]
-        if outcome == "resumed_across_power_loss":
-            judged = verdict.resumed_across_power_loss(ev, cut_index=int(args.get("cut", -1)))
-        elif outcome == "power_not_cut":
-            # The verdict must refuse to call this a power loss: passing here
-            # means the harness noticed that the rail never fell far enough.
-            inner = verdict.resumed_across_power_loss(ev, cut_index=int(args.get("cut", -1)))
-            judged = verdict.Verdict(inner.code == verdict.NOT_CUT, inner.code,
-                                     f"the verdict says: {inner.summary}" if inner.code == verdict.NOT_CUT else
-                                     f"expected the verdict to say that power was not really cut, but it said: "
-                                     f"{inner.summary}", records=inner.records, lines=inner.lines)
-        elif outcome == "no_handshake":
-            since = self._last_connect_mono or self.trace.start
-            seen = ev.records_between(since)
-            judged = verdict.Verdict(not seen, "no-handshake" if not seen else "unexpected-handshake",
-                                     "no handshake reached the server" if not seen else
-                                     f"{len(seen)} handshake(s) reached the server", records=seen[:3])
-        else:
-            since = self._last_connect_mono
-            if since is None:
-                raise ScenarioFailure(step, "expect_server needs a connect step before it")
-            judged = verdict.check_first_after(ev, since, outcome.replace("_", "-"), args.get("reason"),
-                                               mechanism=args.get("mechanism"))
-        if outcome not in ("no_handshake", "power_not_cut") and \
-                (judged.ok or judged.code in (verdict.FAILED_HANDSHAKE, verdict.CONNECT_FAILED)):
+        ask = Ask(since=self._last_connect_mono, start=self.trace.start, cut=int(args.get("cut", -1)),
+                  reason=args.get("reason"), mechanism=args.get("mechanism"))
+        try:
+            judged = EXPECTATIONS[outcome](ev, ask)
+        except NeedsConnect:
+            raise ScenarioFailure(step, "expect_server needs a connect step before it") from None
+        if outcome not in WHOLE_SCENARIO and \
+                (judged.ok or judged.code in (Code.HANDSHAKE_FAILED, Code.CONNECT_FAILED)):
             # Whatever the expectation, a cell naming a TLS version never
             # passes on a handshake in another one.
-            asked = self._asked.get(args.get("server", self._last_server))
-            judged = verdict.version_truth(ev.records_between(self._last_connect_mono), asked) or judged
+            judged = verdict.version_truth(ev.records_between(self._last_connect_mono), self._asked.get(name)) \
+                or judged
         self.trace.verdicts.append(judged)
         if not judged.ok:
             raise ScenarioFailure(step, judged.explain(), judged)
@@ -718,57 +644,16 @@ class Engine:
             self._run_steps(step.steps, depth=1)
 
 
-class _TimerCut:
-    """A power cut a fixed delay after the harness sends the connect command.
-
-    Behaves like a console trigger for the engine (``armed``, ``fired``,
-    ``delay``, ``wait``, ``cancel``), so ``power_on`` checks it the same way.
-    """
-
-    def __init__(self, delay: float):
-        self.delay = delay
-        self.armed = True
-        self._fired = threading.Event()
-        self._timer: threading.Timer | None = None
-
-    @property
-    def fired(self) -> bool:
-        return self._fired.is_set()
-
-    def start(self, action: Callable[[], None]) -> None:
-        def run() -> None:
-            try:
-                action()
-            finally:
-                self._fired.set()
-
-        self.armed = False
-        self._timer = threading.Timer(self.delay, run)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def wait(self, timeout: float) -> None:
-        if not self._fired.wait(timeout):
-            raise BenchTimeout(f"the timed cut did not happen within {timeout:g} s")
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer.join(timeout=10)
-        self.armed = False
-
-
 def _uses(steps: list[Step], action: str) -> bool:
     return any(s.action == action or _uses(s.steps, action) for s in steps)
 
 
-def _code_for(step: Step, exc: HarnessError) -> str:
-    if isinstance(exc, BootError):
-        return "no-boot"
-    if isinstance(exc, ForbiddenOutput):
-        return "forbidden-output"
-    if isinstance(exc, DischargeError):
-        return "discharge"
+def _code_for(step: Step, exc: HarnessError) -> Code:
+    """The engine's outcome code for a bench problem met while running ``step``."""
+    for kind, code in ((BootError, Code.NO_BOOT), (ForbiddenOutput, Code.FORBIDDEN_OUTPUT),
+                       (DischargeError, Code.DISCHARGE), (CutNotSeen, Code.TRIGGER_NOT_SEEN)):
+        if isinstance(exc, kind):
+            return code
     if step.action == "expect_console" and isinstance(exc, BenchTimeout):
-        return "console-timeout"
-    return "error"
+        return Code.CONSOLE_TIMEOUT
+    return Code.ERROR

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .clock import iso, wall_from_mono
-from .verdict import _get, describe, hhmmss, offered_anything
+from .server.records import HandshakeRecord
+from .verdict import RecordLike, as_records, describe, failed, hhmmss, offered_anything
 
 
 def safe_name(text: str) -> str:
@@ -52,23 +53,50 @@ class ScenarioResult:
     failed_handshakes: int = 0
 
 
-def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[Any],
+#: one line of the timeline: (mono, source, text); every file adds its own, then they are sorted on the one clock
+Event = tuple[float, str, str]
+
+
+def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[RecordLike],
                   lines: Iterable[Any], supply_events: Iterable[Any], steps: Iterable[tuple[float, str]],
                   cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str,
                   seed: int | None = None) -> ScenarioResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    records = list(records)
-    lines = list(lines)
-    events: list[tuple[float, str, str]] = []
-    with open(run_dir / "console.log", "w", encoding="utf-8") as out:
+    records = as_records(records)
+    events: list[Event] = []
+    events += _write_console(run_dir / "console.log", lines)
+    events += _write_handshakes(run_dir / "handshakes.jsonl", records)
+    events += _write_supply(run_dir / "supply.jsonl", supply_events)
+    events += [(mono, "step", text) for mono, text in steps]
+    events += _power_events(cuts, boots)
+    events.sort(key=lambda e: e[0])
+    _write_timeline(run_dir / "timeline.txt", nodeid, outcome, start, end, seed, events, verdict_text)
+    result = summarize(nodeid, outcome, end - start, records, verdict_text, str(run_dir))
+    (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _write_console(path: Path, lines: Iterable[Any]) -> list[Event]:
+    events: list[Event] = []
+    with open(path, "w", encoding="utf-8") as out:
         for ln in lines:
             out.write(f"{iso(ln.wall)} {ln.mono:.6f} {ln.text}\n")
             events.append((ln.mono, "console", ln.text))
-    with open(run_dir / "handshakes.jsonl", "w", encoding="utf-8") as out:
+    return events
+
+
+def _write_handshakes(path: Path, records: list[HandshakeRecord]) -> list[Event]:
+    events: list[Event] = []
+    with open(path, "w", encoding="utf-8") as out:
         for rec in records:
             out.write(json.dumps(_as_dict(rec), sort_keys=True) + "\n")
-            events.append((_get(rec, "mono"), "server", describe(rec)))
-    with open(run_dir / "supply.jsonl", "w", encoding="utf-8") as out:
+            events.append((rec.mono, "server", describe(rec)))
+    return events
+
+
+def _write_supply(path: Path, supply_events: Iterable[Any]) -> list[Event]:
+    events: list[Event] = []
+    with open(path, "w", encoding="utf-8") as out:
         for ev in supply_events:
             data = _as_dict(ev)
             out.write(json.dumps(data, sort_keys=True, default=str) + "\n")
@@ -78,8 +106,11 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
                 detail = data.get("detail") or ""
                 text = f"supply {kind}" + (f" {volts:.3f} V" if isinstance(volts, (int, float)) else "")
                 events.append((data.get("mono", 0.0), "supply", f"{text} {detail}".rstrip()))
-    for mono, text in steps:
-        events.append((mono, "step", text))
+    return events
+
+
+def _power_events(cuts: Iterable[Any], boots: Iterable[Any]) -> list[Event]:
+    events: list[Event] = []
     for cut in cuts:
         if getattr(cut, "on_mono", None) is not None:
             volts = getattr(cut, "volts_before_on", None)
@@ -87,8 +118,12 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
                            + (f", rail was {volts:.2f} V" if volts is not None else "")))
     for boot in boots:
         events.append((boot.mono, "device", f"booted, reset cause {boot.cause}"))
-    events.sort(key=lambda e: e[0])
-    with open(run_dir / "timeline.txt", "w", encoding="utf-8") as out:
+    return events
+
+
+def _write_timeline(path: Path, nodeid: str, outcome: str, start: float, end: float, seed: int | None,
+                    events: list[Event], verdict_text: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
         out.write(f"# {nodeid}: {outcome}\n")
         out.write(f"# start {iso(wall_from_mono(start))}, {end - start:.2f} s"
                   + (f", random seed {seed}" if seed is not None else "") + "\n")
@@ -96,23 +131,20 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
             out.write(f"{hhmmss(mono)} {mono - start:9.3f}  {source:<7} {text}\n")
         if verdict_text:
             out.write("\n" + verdict_text + "\n")
-    result = summarize(nodeid, outcome, end - start, records, verdict_text, str(run_dir))
-    (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
-    return result
 
 
-def summarize(nodeid: str, outcome: str, duration: float, records: list[Any], verdict_text: str,
+def summarize(nodeid: str, outcome: str, duration: float, records: Iterable[RecordLike], verdict_text: str,
               run_dir: str) -> ScenarioResult:
     res = ScenarioResult(nodeid=nodeid, outcome=outcome, duration_s=round(duration, 3),
                          verdict=verdict_text.splitlines()[0] if verdict_text else "", run_dir=run_dir)
-    for rec in records:
-        if _get(rec, "error") and not _get(rec, "version"):
+    for rec in as_records(records):
+        if failed(rec):
             res.failed_handshakes += 1
             continue
         res.handshakes += 1
-        size = int(_get(rec, "bytes_in", 0) or 0) + int(_get(rec, "bytes_out", 0) or 0)
-        ms = float(_get(rec, "duration_ms", 0.0) or 0.0)
-        if _get(rec, "resumed"):
+        size = int(rec.bytes_in or 0) + int(rec.bytes_out or 0)
+        ms = float(rec.duration_ms or 0.0)
+        if rec.resumed:
             res.resumed += 1
             res.resumed_bytes.append(size)
             res.resumed_ms.append(ms)
@@ -120,7 +152,7 @@ def summarize(nodeid: str, outcome: str, duration: float, records: list[Any], ve
             res.full += 1
             res.full_bytes.append(size)
             res.full_ms.append(ms)
-            why = _get(rec, "rejected") or ("offered, refused" if offered_anything(rec) else "nothing offered")
+            why = rec.rejected or ("offered, refused" if offered_anything(rec) else "nothing offered")
             res.full_reasons[why] = res.full_reasons.get(why, 0) + 1
     return res
 

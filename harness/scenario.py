@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import yamlfile
-from .devicefile import PROTOCOLS
+from . import expectations, yamlfile
+from .devicefile import PROTOCOLS, VERSION_WORDS
+from .server import records
 from .errors import ConfigError
-from .yamlfile import Map, Seq
+from .yamlfile import Fields, Map, Seq, unknown
 
 SCHEMA_VERSION = 1
-VERSIONS = ("tls1.2", "tls1.3", "auto")
+VERSIONS = VERSION_WORDS
 SERVER_VERSIONS = ("TLSv1.2", "TLSv1.3")
-EXPECTATIONS = ("resumed_across_power_loss", "full", "resumed", "nothing_offered", "refused", "connected",
-                "no_handshake", "power_not_cut", "consistent")
-MECHANISMS = ("full", "ticket", "session-id", "psk")
-REASONS = ("unknown", "expired", "rotated", "tickets-off", "version", "foreign")
+#: the names ``expect_server`` accepts: the engine's table of judges
+EXPECTATIONS = tuple(expectations.EXPECTATIONS)
+MECHANISMS = records.MECHANISMS
+REASONS = tuple(r for r in records.REJECTIONS if r is not None)
 NAME_RX = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -114,158 +115,199 @@ _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 _SHORTHAND = {"wait": "seconds", "device": "command", "send": "line", "expect_console": "pattern",
               "expect_reset": "cause", "expect_server": "outcome", "cut_power_when": "line"}
 _EMPTY_OK = {"power_on", "power_off", "power_cycle", "connect", "corrupt_session", "expect_stored"}
-
-
-def _closest(word: str, choices: Any) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+#: the likely reason a step key is true or false: YAML 1.1 reads ``on:`` as a boolean
+_BOOL_KEY = " (YAML reads an unquoted on/off/yes/no as true/false)"
+_PARAMETER = re.compile(r"\{\w+\}")
 
 
 def _parse_step(item: Any, seq: Seq, index: int, path: str) -> Step:
     line = seq.line_of(index)
-    file = seq.file
     where = f"{path}[{index}]"
-    if not isinstance(item, Map) or len(item) == 0:
-        raise ConfigError(file, line, where, "a step is a mapping with one action, e.g. '- power_cycle: {}'")
-    actions = [k for k in item if k in _STEP_KEYS]
-    unknown = [k for k in item if k not in _STEP_KEYS]
-    if unknown:
-        key = str(unknown[0])
-        raise ConfigError(file, item.line_of(unknown[0]), f"{where}.{key}",
-                          f"unknown step action{_closest(key, _STEP_KEYS)}; known: {', '.join(_STEP_KEYS)}")
-    if len(actions) != 1:
-        raise ConfigError(file, line, where, f"a step has exactly one action, found: {', '.join(actions)}")
-    action = actions[0]
-    value = item[action]
-    key_line = item.line_of(action)
-    schema = _STEP_KEYS[action]
-    if value is None:
-        if action not in _EMPTY_OK:
-            raise ConfigError(file, key_line, f"{where}.{action}", "needs a value")
-        args: dict[str, Any] = {}
-    elif isinstance(value, Map) and not (action in _SHORTHAND and set(value) == {"random"}):
-        args = dict(value)
-        for key in value:
-            if key not in schema:
-                hint = (" (YAML reads an unquoted on/off/yes/no as true/false)" if isinstance(key, bool)
-                        else _closest(str(key), schema))
-                raise ConfigError(file, value.line_of(key), f"{where}.{action}.{key}",
-                                  f"unknown key{hint}; allowed: {', '.join(schema)}")
-    elif action in _SHORTHAND and (not isinstance(value, (list, dict)) or isinstance(value, Map)):
-        args = {_SHORTHAND[action]: value}
-    else:
-        raise ConfigError(file, key_line, f"{where}.{action}", "expected a mapping of options"
-                          + (f" or a single {_SHORTHAND[action]}" if action in _SHORTHAND else ""))
-    for key, (kinds, required) in schema.items():
-        kline = value.line_of(key) if isinstance(value, Map) else key_line
-        if key not in args:
-            if required:
-                raise ConfigError(file, kline, f"{where}.{action}.{key}", "missing")
-            continue
-        v = args[key]
-        if isinstance(v, str) and str not in kinds and re.fullmatch(r"\{\w+\}", v):
-            continue    # a parameter, checked below and filled in at run time
-        _check_type(v, kinds, file, kline, f"{where}.{action}.{key}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 and key != "cut":
-            raise ConfigError(file, kline, f"{where}.{action}.{key}", f"must not be negative, got {v}")
-    _check_values(action, args, file, value if isinstance(value, Map) else None, key_line, f"{where}.{action}")
+    action = _action(item, seq.file, line, where)
+    fields = _arguments(item, action, f"{where}.{action}")
+    _check_arguments(fields, _STEP_KEYS[action])
+    _check_values(action, fields)
+    args = dict(fields.map)
     sub: list[Step] = []
     if action == "repeat":
         steps = args["steps"]
+        if not isinstance(steps, Seq):
+            raise fields.error("steps", "expected a list of steps (a parameter cannot stand for steps)")
         if not steps:
-            raise ConfigError(file, key_line, f"{where}.repeat.steps", "is empty")
+            raise fields.missing("steps", "is empty")
         sub = [_parse_step(s, steps, i, f"{where}.repeat.steps") for i, s in enumerate(steps)]
         args = {"times": args["times"]}
-    return Step(action, args, file, line, sub)
+    return Step(action, args, seq.file, line, sub)
 
 
-def _check_type(value: Any, kinds: tuple[type, ...], file: str, line: int | None, where: str) -> None:
-    """One value against the types its key allows (a YAML true is not a number)."""
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        names = " or ".join(dict.fromkeys(
-            "number" if k in (int, float) else "{random: [low, high]}" if k is dict else k.__name__
-            for k in kinds))
-        raise ConfigError(file, line, where, f"expected {names}, got {value!r}")
+def _action(item: Any, file: str, line: int | None, where: str) -> str:
+    """The one action key of a step."""
+    if not isinstance(item, Map) or len(item) == 0:
+        raise ConfigError(file, line, where, "a step is a mapping with one action, e.g. '- power_cycle: {}'")
+    Fields(item, where).no_unknown(_STEP_KEYS, what="step action", intro="known:")
+    if len(item) != 1:
+        raise ConfigError(file, line, where, f"a step has exactly one action, found: {', '.join(item)}")
+    return next(iter(item))
 
 
-def _check_values(action: str, args: dict[str, Any], file: str, value: Map | None, line: int | None,
-                  where: str) -> None:
-    def err(key: str, msg: str) -> ConfigError:
-        return ConfigError(file, value.line_of(key) if value is not None else line, f"{where}.{key}", msg)
+def _arguments(item: Map, action: str, where: str) -> Fields:
+    """The step's options as a mapping; a shorthand (``wait: 1.5``) stands for its one key."""
+    value = item[action]
+    key_line = item.line_of(action)
+    if value is None:
+        if action not in _EMPTY_OK:
+            raise ConfigError(item.file, key_line, where, "needs a value")
+        return Fields(Map.at(item.file, key_line, owner_line=key_line), where)
+    if isinstance(value, Map) and not (action in _SHORTHAND and set(value) == {"random"}):
+        fields = Fields(value, where)
+        for key in value:
+            fields.known(key, _STEP_KEYS[action], hint=_BOOL_KEY if isinstance(key, bool) else None)
+        return fields
+    if action in _SHORTHAND and (not isinstance(value, (list, dict)) or isinstance(value, Map)):
+        # a {random: [low, high]} shorthand keeps its own line for complaints about it
+        line = value.line if isinstance(value, Map) else key_line
+        return Fields(Map.at(item.file, line, {_SHORTHAND[action]: value}, owner_line=key_line), where)
+    raise ConfigError(item.file, key_line, where, "expected a mapping of options"
+                      + (f" or a single {_SHORTHAND[action]}" if action in _SHORTHAND else ""))
 
+
+def _type_words(kinds: tuple[type, ...]) -> str:
+    """How a step key's types read in a complaint: ``number or {random: [low, high]}``."""
+    return " or ".join(dict.fromkeys(
+        "number" if k in (int, float) else "{random: [low, high]}" if k is dict else k.__name__ for k in kinds))
+
+
+def _check_arguments(fields: Fields, schema: dict[str, tuple[tuple[type, ...], bool]]) -> None:
+    """Required keys and types; a ``{parameter}`` stands for any type until the run fills it in."""
+    for key, (kinds, required) in schema.items():
+        if key not in fields.map:
+            if required:
+                raise fields.error(key, "missing")
+            continue
+        value = fields.map[key]
+        if isinstance(value, str) and str not in kinds and _PARAMETER.fullmatch(value):
+            continue
+        fields.value(key, kinds, what=_type_words(kinds))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and key != "cut":
+            raise fields.error(key, f"must not be negative, got {value}")
+
+
+# -- what each action allows beyond its types ------------------------------------
+
+def _check_values(action: str, fields: Fields) -> None:
+    """What each action allows beyond its types, once the types are right."""
+    _check_times(fields)
+    check = _VALUE_CHECKS.get(action)
+    if check is not None:
+        check(fields)
+
+
+def _check_times(fields: Fields) -> None:
     for key in ("off_time", "delay", "duration", "seconds"):
-        v = args.get(key)
+        v = fields.map.get(key)
         if isinstance(v, str) and (key != "off_time" or v != "discharged") and "{" not in v:
-            raise err(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {v!r}")
+            raise fields.error(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {v!r}")
         if isinstance(v, dict) and key == "delay" and set(v) == {"of_write"}:
             frac = v["of_write"]
-            if not (isinstance(frac, str) and re.fullmatch(r"\{\w+\}", frac)) and \
+            if not (isinstance(frac, str) and _PARAMETER.fullmatch(frac)) and \
                     (isinstance(frac, bool) or not isinstance(frac, (int, float)) or frac < 0):
-                raise err(key, f"expected {{of_write: FRACTION}} with a fraction >= 0 of the device's measured "
-                               f"session write time, got {dict(v)!r}")
+                raise fields.error(key, f"expected {{of_write: FRACTION}} with a fraction >= 0 of the device's "
+                                        f"measured session write time, got {dict(v)!r}")
             continue
         if isinstance(v, dict):
             rnd = v.get("random")
             if (set(v) != {"random"} or not isinstance(rnd, list) or len(rnd) != 2
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rnd)
                     or not 0 <= rnd[0] <= rnd[1]):
-                raise err(key, f"expected seconds or {{random: [low, high]}} with 0 <= low <= high, got {dict(v)!r}")
-    if action == "cut_power_when" and ("line" in args) == ("after" in args):
-        raise ConfigError(file, line, where, "say when to cut: after: <a firmware event of the device file "
-                          "(flash_write, session_stored, firmware.events.NAME) or connect>, or line: <regex>; "
-                          "one of them")
-    if action == "cut_power_when" and "after" in args:
-        pass  # a name, resolved against the device file when the scenario runs
-    elif action in ("cut_power_when", "expect_console"):
-        pattern = args.get("line") or args.get("pattern")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise err("line" if action == "cut_power_when" else "pattern",
-                      f"not a valid regular expression: {exc}") from None
-    if action == "connect":
-        version = args.get("version")
-        if version is not None and "{" not in version and version not in VERSIONS:
-            raise err("version", f"expected one of {', '.join(VERSIONS)}, got {version!r}")
-        expect = args.get("expect")
-        if expect is not None and expect not in ("ok", "fail", "any"):
-            raise err("expect", f"expected ok, fail or any, got {expect!r}")
-    if action == "expect_server":
-        outcome = args["outcome"]
-        if outcome not in EXPECTATIONS:
-            raise err("outcome", f"unknown expectation{_closest(outcome, EXPECTATIONS)}; known: "
-                      + ", ".join(EXPECTATIONS))
-        reason = args.get("reason")
-        if reason is not None and reason not in REASONS:
-            raise err("reason", f"unknown refusal reason; known: {', '.join(REASONS)}")
-        if reason is not None and outcome != "refused":
-            raise err("reason", "a reason goes with outcome: refused")
-        mechanism = args.get("mechanism")
-        if mechanism is not None and mechanism not in MECHANISMS:
-            raise err("mechanism", f"expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
-    if action == "server":
-        versions = args.get("versions")
-        if versions is not None:
-            items = [versions] if isinstance(versions, str) else versions
-            for v in items:
-                if v not in SERVER_VERSIONS:
-                    raise err("versions", f"expected TLSv1.2 and/or TLSv1.3, got {v!r}")
-        protocol = args.get("protocol")
-        if protocol is not None and protocol not in PROTOCOLS:
-            raise err("protocol", f"unknown application protocol{_closest(protocol, PROTOCOLS)}; known: "
-                      + ", ".join(PROTOCOLS))
-        if not args:
-            raise ConfigError(file, line, where, "say what to change: rotate_keys, tickets, lifetime, "
-                              "tls13_tickets, session_cache, versions, protocol or greeting")
-    duration = args.get("duration")
-    if action == "brownout" and isinstance(duration, (int, float)) and duration > 60:
-        raise err("duration", "a brown-out longer than a minute is a power cut: use power_off")
-    if action == "repeat" and (not isinstance(args["times"], int) or args["times"] < 1):
-        raise err("times", f"must be a whole number of at least 1, got {args['times']!r}")
-    if action == "corrupt_session" and isinstance(args.get("bytes"), int) and args["bytes"] < 1:
-        raise err("bytes", "must be at least 1")
+                raise fields.error(key, "expected seconds or {random: [low, high]} with 0 <= low <= high, "
+                                        f"got {dict(v)!r}")
+
+
+def _check_cut(fields: Fields) -> None:
+    if ("line" in fields.map) == ("after" in fields.map):
+        raise fields.error_above("say when to cut: after: <a firmware event of the device file "
+                                 "(flash_write, session_stored, firmware.events.NAME) or connect>, "
+                                 "or line: <regex>; one of them")
+    if "after" not in fields.map:   # an after: name is resolved against the device file at run time
+        _check_console_pattern(fields, "line")
+
+
+def _check_console_pattern(fields: Fields, key: str) -> None:
+    """The line to cut at or the line to expect: a regular expression that finds something."""
+    text = fields.map.get(key)
+    if not text:
+        raise fields.error(key, "an empty pattern matches every line: say which line")
+    fields.compile(key, text)
+
+
+def _check_expect_console(fields: Fields) -> None:
+    _check_console_pattern(fields, "pattern")
+
+
+def _check_connect(fields: Fields) -> None:
+    version = fields.map.get("version")
+    if version is not None and "{" not in version and version not in VERSIONS:
+        raise fields.error("version", f"expected one of {', '.join(VERSIONS)}, got {version!r}")
+    expect = fields.map.get("expect")
+    if expect is not None and expect not in ("ok", "fail", "any"):
+        raise fields.error("expect", f"expected ok, fail or any, got {expect!r}")
+
+
+def _check_expect_server(fields: Fields) -> None:
+    outcome = fields.map["outcome"]
+    if outcome not in EXPECTATIONS:
+        raise fields.error("outcome", unknown("expectation", outcome, EXPECTATIONS, intro="known:"))
+    reason = fields.map.get("reason")
+    if reason is not None and reason not in REASONS:
+        raise fields.error("reason", unknown("refusal reason", reason, REASONS, intro="known:", hint=""))
+    if reason is not None and outcome != "refused":
+        raise fields.error("reason", "a reason goes with outcome: refused")
+    mechanism = fields.map.get("mechanism")
+    if mechanism is not None and mechanism not in MECHANISMS:
+        raise fields.error("mechanism", f"expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+
+
+def _check_server(fields: Fields) -> None:
+    versions = fields.map.get("versions")
+    if versions is not None:
+        for v in [versions] if isinstance(versions, str) else versions:
+            if v not in SERVER_VERSIONS:
+                raise fields.error("versions", f"expected TLSv1.2 and/or TLSv1.3, got {v!r}")
+    protocol = fields.map.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise fields.error("protocol", unknown("application protocol", protocol, PROTOCOLS, intro="known:"))
+    if not fields.map:
+        raise fields.error_above("say what to change: rotate_keys, tickets, lifetime, "
+                                 "tls13_tickets, session_cache, versions, protocol or greeting")
+
+
+def _check_brownout(fields: Fields) -> None:
+    duration = fields.map.get("duration")
+    if isinstance(duration, (int, float)) and duration > 60:
+        raise fields.error("duration", "a brown-out longer than a minute is a power cut: use power_off")
+
+
+def _check_repeat(fields: Fields) -> None:
+    times = fields.map["times"]
+    if not isinstance(times, int) or times < 1:
+        raise fields.error("times", f"must be a whole number of at least 1, got {times!r}")
+
+
+def _check_corrupt_session(fields: Fields) -> None:
+    if isinstance(fields.map.get("bytes"), int) and fields.map["bytes"] < 1:
+        raise fields.error("bytes", "must be at least 1")
+
+
+_VALUE_CHECKS = {
+    "cut_power_when": _check_cut,
+    "expect_console": _check_expect_console,
+    "connect": _check_connect,
+    "expect_server": _check_expect_server,
+    "server": _check_server,
+    "brownout": _check_brownout,
+    "repeat": _check_repeat,
+    "corrupt_session": _check_corrupt_session,
+}
 
 
 _TOP = {"schema", "name", "description", "markers", "timeout", "server", "parameters", "repeat",
@@ -274,70 +316,75 @@ _SERVER_KEYS = {"versions", "tickets", "lifetime", "tls13_tickets", "session_cac
 
 
 def parse(doc: Any, file: str) -> Scenario:
-    if not isinstance(doc, Map):
-        raise ConfigError(file, getattr(doc, "line", 1), None,
-                          "a scenario file is a mapping with schema, name, description and steps")
+    top = Fields.document(doc, file, "a scenario file is a mapping with schema, name, description and steps")
     for key in doc:
-        if key not in _TOP:
-            raise doc.error(str(key), f"unknown key{_closest(str(key), _TOP)}; allowed: {', '.join(sorted(_TOP))}")
-    if "schema" not in doc:
-        raise ConfigError(file, doc.line, "schema", "missing: write 'schema: 1' first")
-    if doc["schema"] != SCHEMA_VERSION or isinstance(doc["schema"], bool):
-        raise doc.error("schema", f"unsupported schema version {doc['schema']!r}; this harness reads {SCHEMA_VERSION}")
-    name = doc.get("name")
-    if not isinstance(name, str) or not NAME_RX.match(name):
-        raise ConfigError(file, doc.line_of("name"), "name",
-                          "missing or not a plain name (letters, digits, _ . -)" if name is None or isinstance(name, str)
-                          else f"expected a name, got {name!r}")
-    description = doc.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise ConfigError(file, doc.line_of("description"), "description",
-                          "missing: say in a sentence what this scenario proves and which bug it catches")
-    markers = doc.get("markers", [])
-    if not isinstance(markers, list) or not all(isinstance(m, str) and m.isidentifier() for m in markers):
-        raise doc.error("markers", "expected a list of marker names (identifiers)")
+        if key not in _TOP:   # looked up as text, so a key YAML reads as true/1 points at the first key (kept)
+            raise doc.error(str(key), unknown("key", key, _TOP))
+    name, description = _header(top)
+    markers = top.list_of("markers", lambda m: isinstance(m, str) and m.isidentifier(), default=[],
+                          message="expected a list of marker names (identifiers)")
     timeout = doc.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise doc.error("timeout", f"expected seconds > 0, got {timeout!r}")
+        raise top.error("timeout", f"expected seconds > 0, got {timeout!r}")
     repeat = doc.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise doc.error("repeat", f"expected a whole number >= 1, got {repeat!r}")
-    keep = doc.get("keep_session", False)
-    if not isinstance(keep, bool):
-        raise doc.error("keep_session", f"expected true or false, got {keep!r}")
-    server = doc.get("server", Map())
-    if not isinstance(server, dict):
-        raise doc.error("server", "expected a mapping of server settings")
-    for key in server:
-        if key not in _SERVER_KEYS:
-            raise ConfigError(file, server.line_of(key), f"server.{key}",
-                              f"unknown server setting{_closest(str(key), _SERVER_KEYS)}; allowed: "
-                              + ", ".join(sorted(_SERVER_KEYS)))
-    if server:
-        for key, (kinds, _) in _STEP_KEYS["server"].items():
-            if key in server:
-                _check_type(server[key], kinds, file, server.line_of(key), f"server.{key}")
-        _check_values("server", dict(server), file, server, doc.line_of("server"), "server")
-    params = doc.get("parameters", Map())
-    if not isinstance(params, dict):
-        raise doc.error("parameters", "expected a mapping of name: [values]")
-    for key, values in params.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(file, params.line_of(key), f"parameters.{key}", "expected a non-empty list of values")
-        if not str(key).isidentifier():
-            raise ConfigError(file, params.line_of(key), f"parameters.{key}", "a parameter name is an identifier")
-    requires = doc.get("requires", [])
-    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-        raise doc.error("requires", "expected a list of device command or firmware event names")
+        raise top.error("repeat", f"expected a whole number >= 1, got {repeat!r}")
+    keep = top.value("keep_session", (bool,), False, what="true or false")
+    server = _server_settings(top)
+    params = _parameters(top)
+    requires = top.list_of("requires", str, default=[],
+                           message="expected a list of device command or firmware event names")
     steps = doc.get("steps")
     if not isinstance(steps, Seq) or not steps:
-        raise ConfigError(file, doc.line_of("steps"), "steps", "missing or empty: a scenario needs steps")
+        raise top.error("steps", "missing or empty: a scenario needs steps")
     parsed = [_parse_step(item, steps, i, "steps") for i, item in enumerate(steps)]
     _check_placeholders(parsed, set(params), file)
     return Scenario(file=file, name=name, description=" ".join(description.split()), steps=parsed,
-                    markers=list(markers), timeout=float(timeout) if timeout else None, server=dict(server),
-                    parameters={k: list(v) for k, v in params.items()}, repeat=repeat, keep_session=keep,
-                    requires=list(requires), line=doc.line)
+                    markers=list(markers), timeout=float(timeout) if timeout else None, server=server,
+                    parameters=params, repeat=repeat, keep_session=keep, requires=list(requires), line=doc.line)
+
+
+def _header(top: Fields) -> tuple[str, str]:
+    """Schema version, name and description: what every scenario file starts with."""
+    if "schema" not in top.map:
+        raise top.missing("schema", "missing: write 'schema: 1' first")
+    schema = top.map["schema"]
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise top.error("schema", f"unsupported schema version {schema!r}; this harness reads {SCHEMA_VERSION}")
+    name = top.map.get("name")
+    if not isinstance(name, str) or not NAME_RX.match(name):
+        raise top.error("name", "missing or not a plain name (letters, digits, _ . -)"
+                        if name is None or isinstance(name, str) else f"expected a name, got {name!r}")
+    description = top.map.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise top.error("description",
+                        "missing: say in a sentence what this scenario proves and which bug it catches")
+    return name, description
+
+
+def _server_settings(top: Fields) -> dict[str, Any]:
+    """The reference server's settings for the whole scenario: the ``server`` step's keys, checked alike."""
+    server = top.section("server", required=False, message="expected a mapping of server settings")
+    if server is None:
+        return {}
+    server.no_unknown(_SERVER_KEYS, what="server setting")
+    if server.map:
+        for key, (kinds, _) in _STEP_KEYS["server"].items():
+            if key in server.map:
+                server.value(key, kinds, what=_type_words(kinds))
+        _check_values("server", server)
+    return dict(server.map)
+
+
+def _parameters(top: Fields) -> dict[str, list[Any]]:
+    params = top.section("parameters", required=False, message="expected a mapping of name: [values]")
+    if params is None:
+        return {}
+    for key in params.map:
+        params.list_of(key, message="expected a non-empty list of values", non_empty=True)
+        if not str(key).isidentifier():
+            raise params.error(key, "a parameter name is an identifier")
+    return {k: list(v) for k, v in params.map.items()}
 
 
 #: Placeholders the engine fills while running (see Engine._dynamic).

@@ -20,9 +20,7 @@ import json
 import logging
 import os
 import re
-import select
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ from . import clock
 from .dialect import Dialect, Reply
 from .dialect import load as load_dialect
 from .errors import BenchTimeout, ConfigError, HarnessError, InstrumentError
+from .watchdog import Watchdog, WatchdogConfig
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def _locked(method: F) -> F:
     """
 
     @functools.wraps(method)
-    def wrapper(self: "Supply", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: "SupplyChannel", *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
 
@@ -180,17 +179,18 @@ def _no_delay(inst: Any) -> None:
         log.debug("no raw socket to set TCP_NODELAY on")
 
 
-class Supply:
-    """One channel of a bench supply, spoken to in its dialect.
+class SupplyChannel:
+    """One channel of a bench supply, spoken to in its dialect, with no watchdog.
 
-    Context manager: on an exception inside ``with`` the safe state is applied
-    before closing; the watchdog covers deaths that skip ``__exit__``.
+    Why a class of its own: the watchdog process secures the bench through
+    this very driver (the same pacing, read modes and error checks a test
+    relies on) and must not arm a watchdog of its own.  Tests and rigs use
+    :class:`Supply`.
     """
 
     def __init__(self, resource: str, dialect: str | Path | Dialect = "keysight-e36300",
                  channel: int = 1, visa_library: str = "@py", log_path: Path | None = None,
-                 safe_state: SafeState | Mapping[str, Any] | None = None,
-                 watchdog: bool = True, watchdog_grace: float = 30.0):
+                 safe_state: SafeState | Mapping[str, Any] | None = None):
         self.dialect = dialect if isinstance(dialect, Dialect) else load_dialect(dialect)
         if channel not in self.dialect.channels:
             raise ConfigError(self.dialect.file, self.dialect.lines.get("channels"), "channel",
@@ -205,8 +205,6 @@ class Supply:
         self.visa_library = visa_library
         self.safe_state = (safe_state if isinstance(safe_state, SafeState)
                            else SafeState.from_mapping(safe_state))
-        self.watchdog_enabled = watchdog
-        self.watchdog_grace = watchdog_grace
         self.log_path = Path(log_path) if log_path else None
         self.events: list[PowerEvent] = []
         self.setpoint: float | None = None
@@ -214,7 +212,6 @@ class Supply:
         self._rm: Any = None
         self._inst: Any = None
         self._last_io = 0.0
-        self._watchdog: subprocess.Popen | None = None
         self._safe_applied = False
         self._lock = threading.RLock()
 
@@ -228,8 +225,8 @@ class Supply:
     def is_open(self) -> bool:
         return self._inst is not None
 
-    def open(self) -> "Supply":
-        """Connect, put the instrument in remote, clear stale errors, arm the watchdog."""
+    def open(self) -> "SupplyChannel":
+        """Connect, put the instrument in remote, clear stale errors."""
         if self._inst is not None:
             return self
         import pyvisa  # imported here so that `harness` imports without a VISA stack
@@ -256,19 +253,15 @@ class Supply:
         self._sequence(["remote", "clear"], {}, check=False)
         if self.dialect.errors:
             self._drain_errors()
-        if self.watchdog_enabled:
-            self.arm_watchdog()
         return self
 
-    def close(self, secure: bool = False) -> None:
-        """Front panel back to local, disconnect, then disarm the watchdog.
+    def close(self) -> None:
+        """Front panel back to local, disconnect, close the log."""
+        self._disconnect()
+        self._log.close()
 
-        The watchdog is disarmed last so that a crash inside close() still
-        leaves someone responsible for the bench.  ``secure`` asks it to apply
-        the safe state from its own fresh connection instead (used when our
-        connection failed while unwinding): it goes after we disconnect
-        because many instruments take one connection at a time.
-        """
+    def _disconnect(self) -> None:
+        """Front panel back to local, then let go of the instrument."""
         if self._inst is not None:
             try:
                 for command in self.dialect.render("local", channel=self.channel):
@@ -282,93 +275,11 @@ class Supply:
             self._inst = None
             self._log.write(kind="close", resource=self.resource)
         self._close_rm()
-        self.disarm_watchdog(apply_safe=secure)
-        self._log.close()
 
     def _close_rm(self) -> None:
         # pyvisa hands out ONE ResourceManager per VISA library and process:
         # closing it would cut every other Supply's (and the caller's) sessions.
         self._rm = None
-
-    def __enter__(self) -> "Supply":
-        return self.open()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        secure = False
-        if exc_type is not None and self._inst is not None:
-            try:
-                self.safe()
-            except Exception as safe_exc:
-                # Hand the job to the watchdog, which retries from a clean connection.
-                log.error("%s: safe state failed during unwinding: %s", self.name, safe_exc)
-                secure = True
-        self.close(secure=secure)
-
-    # --- watchdog -------------------------------------------------------------------------
-
-    def watchdog_config(self) -> dict[str, Any]:
-        """What the watchdog needs to reach and secure this supply on its own."""
-        return {"resource": self.resource, "dialect": self.dialect.file,
-                "channel": self.channel, "visa_library": self.visa_library,
-                "safe_state": self.safe_state.to_mapping(), "parent_pid": os.getpid(),
-                "log_path": str(self.log_path) if self.log_path else None,
-                "grace": self.watchdog_grace}
-
-    def arm_watchdog(self) -> subprocess.Popen:
-        """Start the watchdog process and wait until it says it is armed.
-
-        It runs in a new session so a Ctrl-C or a SIGTERM sent to the test's
-        process group does not take it down with the test; it learns of our
-        death through EOF on its stdin (the kernel closes our end whatever
-        kills us) and through a pidfd on our pid.
-        """
-        if self._watchdog is not None and self._watchdog.poll() is None:
-            return self._watchdog
-        root = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen([sys.executable, "-m", "harness.watchdog"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=None, cwd=str(root), env=env,
-                                start_new_session=True, close_fds=True)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write((json.dumps(self.watchdog_config()) + "\n").encode())
-        proc.stdin.flush()
-        # A watchdog that never answers must not hang the test: give it 30 s.
-        ready, _, _ = select.select([proc.stdout], [], [], 30.0)
-        answer = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
-        if answer != "armed":
-            proc.kill()
-            proc.wait()
-            raise HarnessError(f"{self.name}: watchdog did not arm (said {answer!r}, "
-                               f"exit {proc.returncode})")
-        self._watchdog = proc
-        self._log.write(kind="watchdog-armed", watchdog_pid=proc.pid)
-        log.debug("%s: watchdog %d armed", self.name, proc.pid)
-        return proc
-
-    def disarm_watchdog(self, apply_safe: bool = False) -> None:
-        """Tell the watchdog we are done (or, with ``apply_safe``, to secure the bench now)."""
-        proc, self._watchdog = self._watchdog, None
-        if proc is None:
-            return
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(b"safe\n" if apply_safe else b"disarm\n")
-            proc.stdin.close()
-        except (OSError, ValueError):
-            pass
-        try:
-            proc.wait(timeout=self.watchdog_grace + 5 if apply_safe else 5)
-        except subprocess.TimeoutExpired:
-            log.warning("%s: watchdog %d did not exit; killing it", self.name, proc.pid)
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    @property
-    def watchdog_pid(self) -> int | None:
-        return self._watchdog.pid if self._watchdog is not None else None
 
     # --- operations -----------------------------------------------------------------------
 
@@ -663,3 +574,92 @@ class Supply:
 
     def events_as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(e) for e in self.events]
+
+
+class Supply(SupplyChannel):
+    """One channel of a bench supply, spoken to in its dialect, guarded by a watchdog.
+
+    Context manager: on an exception inside ``with`` the safe state is applied
+    before closing; the watchdog covers deaths that skip ``__exit__``.
+    """
+
+    def __init__(self, resource: str, dialect: str | Path | Dialect = "keysight-e36300",
+                 channel: int = 1, visa_library: str = "@py", log_path: Path | None = None,
+                 safe_state: SafeState | Mapping[str, Any] | None = None,
+                 watchdog: bool = True, watchdog_grace: float = 30.0):
+        super().__init__(resource, dialect, channel=channel, visa_library=visa_library,
+                         log_path=log_path, safe_state=safe_state)
+        self.watchdog_enabled = watchdog
+        self.watchdog_grace = watchdog_grace
+        self._watchdog: Watchdog | None = None
+
+    def open(self) -> "Supply":
+        """Connect, put the instrument in remote, clear stale errors, arm the watchdog."""
+        if self._inst is not None:
+            return self
+        super().open()
+        if self.watchdog_enabled:
+            self.arm_watchdog()
+        return self
+
+    def close(self, secure: bool = False) -> None:
+        """Front panel back to local, disconnect, then disarm the watchdog.
+
+        The watchdog is disarmed last so that a crash inside close() still
+        leaves someone responsible for the bench.  ``secure`` asks it to apply
+        the safe state from its own fresh connection instead (used when our
+        connection failed while unwinding): it goes after we disconnect
+        because many instruments take one connection at a time.
+        """
+        self._disconnect()
+        self.disarm_watchdog(apply_safe=secure)
+        self._log.close()
+
+    def __enter__(self) -> "Supply":
+        return self.open()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        secure = False
+        if exc_type is not None and self._inst is not None:
+            try:
+                self.safe()
+            except Exception as safe_exc:
+                # Hand the job to the watchdog, which retries from a clean connection.
+                log.error("%s: safe state failed during unwinding: %s", self.name, safe_exc)
+                secure = True
+        self.close(secure=secure)
+
+    # --- watchdog -------------------------------------------------------------------------
+
+    def watchdog_config(self) -> dict[str, Any]:
+        """What the watchdog needs to reach and secure this supply on its own."""
+        return asdict(self._watchdog_config())
+
+    def _watchdog_config(self) -> WatchdogConfig:
+        return WatchdogConfig(resource=self.resource, dialect=self.dialect.file,
+                              channel=self.channel, visa_library=self.visa_library,
+                              safe_state=self.safe_state.to_mapping(), parent_pid=os.getpid(),
+                              log_path=str(self.log_path) if self.log_path else None,
+                              grace=self.watchdog_grace)
+
+    def arm_watchdog(self) -> subprocess.Popen:
+        """Start the watchdog process (see :meth:`Watchdog.spawn`) and wait until it is armed."""
+        if self._watchdog is not None and self._watchdog.alive:
+            return self._watchdog.process
+        watchdog = Watchdog.spawn(self._watchdog_config(), self.name)
+        self._watchdog = watchdog
+        self._log.write(kind="watchdog-armed", watchdog_pid=watchdog.pid)
+        log.debug("%s: watchdog %d armed", self.name, watchdog.pid)
+        return watchdog.process
+
+    def disarm_watchdog(self, apply_safe: bool = False) -> None:
+        """Tell the watchdog we are done (or, with ``apply_safe``, to secure the bench now)."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        if not watchdog.close(apply_safe=apply_safe):
+            log.warning("%s: watchdog %d did not exit; killing it", self.name, watchdog.pid)
+
+    @property
+    def watchdog_pid(self) -> int | None:
+        return self._watchdog.pid if self._watchdog is not None else None

@@ -3,10 +3,11 @@
 A test process can die in ways no ``finally`` survives: SIGKILL, the OOM
 killer, pytest-timeout's ``os._exit``, a SIGTERM from CI.  A bench left
 powered (or unpowered) then ruins the rest of the night.  So
-:meth:`harness.supply.Supply.open` starts ``python -m harness.watchdog`` as a
-separate process, in its own session so that the Ctrl-C or SIGTERM sent to
-the test's process group does not reach it, and hands it, as one JSON line on
-stdin, everything needed to reach the supply on its own::
+:meth:`harness.supply.Supply.open` calls :meth:`Watchdog.spawn`, which starts
+``python -m harness.watchdog`` as a separate process, in its own session so
+that the Ctrl-C or SIGTERM sent to the test's process group does not reach
+it, and hands it, as one JSON line on stdin, everything needed to reach the
+supply on its own::
 
     {"resource": ..., "dialect": <path>, "channel": 1, "visa_library": "@py",
      "safe_state": {"output": "off"}, "parent_pid": 1234, "log_path": ..., "grace": 30}
@@ -23,6 +24,10 @@ In the last three cases it reconnects, retrying for ``grace`` seconds while
 the instrument still holds the dead process's connection, applies the safe
 state, records what it did in the supply log (JSON lines, same clock) and on
 stderr, and exits (0 when the bench is safe, 1 when it could not be made so).
+
+It speaks to the supply through :class:`harness.supply.SupplyChannel`, the
+driver a test uses minus the watchdog, so that securing the bench goes
+through the same pacing, read modes and error checks as everything else.
 """
 
 from __future__ import annotations
@@ -32,19 +37,25 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import clock
+from .errors import HarnessError
 
 log = logging.getLogger("harness.watchdog")
+
+ARM_TIMEOUT = 30.0  # a watchdog that never answers must not hang the test
+DISARM_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """The JSON line a :class:`~harness.supply.Supply` sends when arming."""
+    """The JSON line :meth:`Watchdog.spawn` sends when arming."""
 
     resource: str
     dialect: str
@@ -61,6 +72,89 @@ class WatchdogConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class Watchdog:
+    """The parent's handle on one armed watchdog process.
+
+    Its only job on the parent side is to be told, at the end, whether the
+    parent finished cleanly (``disarm``) or wants the bench secured
+    (``close(apply_safe=True)``); dying without telling it is the case it
+    exists for.
+    """
+
+    process: subprocess.Popen
+    grace: float
+
+    @classmethod
+    def spawn(cls, config: WatchdogConfig, name: str) -> "Watchdog":
+        """Start the watchdog process and return once it says it is armed.
+
+        It runs in a new session so a Ctrl-C or a SIGTERM sent to the test's
+        process group does not take it down with the test; it learns of the
+        parent's death through EOF on its stdin (the kernel closes the
+        parent's end whatever kills it) and through a pidfd on the parent's
+        pid.  ``name`` says which supply in the error if it does not arm.
+        """
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen([sys.executable, "-m", "harness.watchdog"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=None, cwd=str(root), env=env,
+                                start_new_session=True, close_fds=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write((config.to_json() + "\n").encode())
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], ARM_TIMEOUT)
+        answer = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+        if answer != "armed":
+            proc.kill()
+            proc.wait()
+            raise HarnessError(f"{name}: watchdog did not arm (said {answer!r}, "
+                               f"exit {proc.returncode})")
+        return cls(proc, config.grace)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def disarm(self) -> bool:
+        """The parent is done and the bench is in order: let the watchdog exit, touching nothing."""
+        return self.close(apply_safe=False)
+
+    def close(self, apply_safe: bool = False) -> bool:
+        """Disarm (or, with ``apply_safe``, have it secure the bench now) and wait until it exits.
+
+        Securing may take the whole grace period (the instrument may still
+        hold our connection), disarming only a moment.  A watchdog that does
+        not exit in time is killed: nothing is left behind either way.
+        Returns False when it had to be killed.
+        """
+        proc = self.process
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"safe\n" if apply_safe else b"disarm\n")
+            proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        exited = True
+        try:
+            proc.wait(timeout=self.grace + 5 if apply_safe else DISARM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            exited = False
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return exited
+
 
 @dataclass
 class _Flags:
@@ -71,16 +165,17 @@ class _Flags:
 
 def secure(config: WatchdogConfig, reason: str) -> bool:
     """Reconnect and apply the safe state, retrying until ``grace`` runs out."""
-    from .supply import Supply  # imported late: the module loads pyvisa only when opening
+    # Imported here, in the watchdog process only: harness.supply imports this module to spawn it.
+    from .supply import SupplyChannel
 
     deadline = clock.now() + config.grace
     attempt = 0
     last_error: Exception | None = None
     while True:
         attempt += 1
-        supply = Supply(config.resource, config.dialect, channel=config.channel,
-                        visa_library=config.visa_library, log_path=config.log_path,
-                        safe_state=config.safe_state, watchdog=False)
+        supply = SupplyChannel(config.resource, config.dialect, channel=config.channel,
+                               visa_library=config.visa_library, log_path=config.log_path,
+                               safe_state=config.safe_state)
         try:
             supply.open()
             supply.note(kind="watchdog", detail=f"{reason}; attempt {attempt}",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .power import DEFAULT_FIRMWARE, DEFAULT_SETTINGS, FirmwareStartError, PowerDomain
 from .scpi import MAX_LINE
-from .supply import Supply
+from .supply import SimulatedSupply
 from .firmware.variants import VARIANTS
 from .uart import GARBAGE, Uart
 
@@ -65,7 +65,7 @@ class _ScpiServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], supply: Supply):
+    def __init__(self, address: tuple[str, int], supply: SimulatedSupply):
         self.supply = supply
         super().__init__(address, _ScpiHandler)
 
@@ -78,7 +78,7 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
     """
 
     def handle(self) -> None:
-        supply: Supply = self.server.supply  # type: ignore[attr-defined]
+        supply: SimulatedSupply = self.server.supply  # type: ignore[attr-defined]
         sock: socket.socket = self.request
         peer = self.client_address
         log.info("scpi: client %s:%s connected", *peer[:2])
@@ -117,7 +117,7 @@ class Bench:
 
     config: BenchConfig
     workdir: Path = field(init=False)
-    supply: Supply = field(init=False)
+    supply: SimulatedSupply = field(init=False)
     uart: Uart = field(init=False)
     power: PowerDomain = field(init=False)
     device: str = "off"        # off | running | halted (powered, firmware not running)
@@ -151,7 +151,7 @@ class Bench:
         else:
             self.workdir = Path(cfg.workdir).resolve()
             self.workdir.mkdir(parents=True, exist_ok=True)
-        self.supply = Supply(tau=cfg.tau)
+        self.supply = SimulatedSupply(tau=cfg.tau)
         self.uart = Uart(self.uart_link, vanish=cfg.uart_mode == "vanish", garbage=cfg.garbage)
         values = dict(DEFAULT_SETTINGS, **cfg.settings)
         values.update(flash=str(self.flash_path), variant=cfg.variant)

@@ -88,7 +88,7 @@ class Channel:
 
 
 @dataclass
-class Supply:
+class SimulatedSupply:
     """The instrument: channels, SCPI command table, error queue, one lock."""
 
     tau: float = 0.1

@@ -19,10 +19,11 @@ Why this engine (stdlib ``ssl`` on OpenSSL 3, plus ctypes):
   plaintext, including TLS 1.3 NewSessionTickets that are encrypted on the
   wire: that is how the server learns the tickets it issued (lineage).
   :meth:`ReferenceServer.start` performs an in-process TLS 1.2 and TLS 1.3
-  handshake and refuses to start if the callback no longer shows tickets.
+  handshake (``selfcheck.py``) and refuses to start if the callback no
+  longer shows tickets.
 * What the stdlib lacks (session timeout = ticket lifetime, session-cache
   mode, ticket keys for rotation and "foreign"/"rotated" verdicts) is three
-  ``SSL_CTX`` calls made with ctypes on the same libssl (``engine.py``, which
+  ``SSL_CTX`` calls made with ctypes on the same libssl (``openssl.py``, which
   verifies the ``SSL_CTX`` pointer before use).
 * Alternatives considered: pyOpenSSL has ``set_timeout`` and
   ``set_session_cache_mode`` but documents no ticket-key setter and no

@@ -86,6 +86,7 @@ class Protocol:
     def __init__(self, greeting: str = DEFAULT_GREETING):
         self.greeting = greeting
         self.closed = False  # set once a Reply asked to close: later bytes are ignored
+        self._buf = bytearray()  # what the client sent that does not make a message yet
 
     def start(self) -> Reply:
         """Called right after the handshake, before the client has said anything."""
@@ -114,10 +115,6 @@ class LineProtocol(Protocol):
     """The original behaviour: echo one line, then close (clients read TLS 1.3 tickets meanwhile)."""
 
     name = "line"
-
-    def __init__(self, greeting: str = DEFAULT_GREETING):
-        super().__init__(greeting)
-        self._buf = bytearray()
 
     def feed(self, data: bytes) -> Reply:
         if self.closed:
@@ -153,10 +150,6 @@ class HttpProtocol(Protocol):
 
     name = "http"
     BODY = b"tls-resume-hil reference server: ok\n"
-
-    def __init__(self, greeting: str = DEFAULT_GREETING):
-        super().__init__(greeting)
-        self._buf = bytearray()
 
     def feed(self, data: bytes) -> Reply:
         if self.closed:
@@ -261,7 +254,6 @@ class MqttProtocol(Protocol):
 
     def __init__(self, greeting: str = DEFAULT_GREETING):
         super().__init__(greeting)
-        self._buf = bytearray()
         self._connected = False
 
     def feed(self, data: bytes) -> Reply:

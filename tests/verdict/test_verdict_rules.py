@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness import verdict
+from harness.outcomes import Code
 from harness.device import Boot, PowerCut
 
 
@@ -22,7 +23,7 @@ class Line:
 
 def rec(id: int, mono: float, *, resumed: bool = False, frm: int | None = None, issued=(), offered=None,
         rejected=None, version="TLSv1.3", error=None) -> dict:
-    return {"id": id, "mono": mono, "version": version, "resumed": resumed,
+    return {"id": id, "mono": mono, "time": "", "peer": "192.0.2.1:40000", "version": version, "resumed": resumed,
             "mechanism": ("psk" if version == "TLSv1.3" else "ticket") if resumed else "full",
             "resumed_from": frm, "issued": list(issued), "rejected": rejected, "error": error,
             "offered": offered or {"ticket": None, "psk": [], "session_id": None}}
@@ -39,7 +40,7 @@ def ev(records, *, volts=0.1, boot=True, lines=()) -> verdict.Evidence:
 def test_pass_names_the_issuing_handshake() -> None:
     v = verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"]),
                                               rec(2, 12.0, resumed=True, frm=1, offered={"psk": ["aa"]})]))
-    assert v.ok and v.code == verdict.PASS
+    assert v.ok and v.code == Code.RESUMED
     assert "session issued by handshake #1" in v.summary and "5.0 s before the cut" in v.summary
 
 
@@ -47,7 +48,7 @@ def test_stale_resumption_is_not_a_pass() -> None:
     records = [rec(1, 2.0, issued=["aa"]), rec(2, 5.0, resumed=True, frm=1, issued=["bb"]),
                rec(3, 12.0, resumed=True, frm=1, offered={"psk": ["aa"]})]
     v = verdict.resumed_across_power_loss(ev(records))
-    assert not v.ok and v.code == verdict.STALE
+    assert not v.ok and v.code == Code.STALE_SESSION
     assert "renewed tickets were not stored" in v.cause
 
 
@@ -61,7 +62,7 @@ def test_tls12_resumption_without_renewal_follows_lineage() -> None:
 def test_nothing_offered_and_never_stored() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, issued=["cc"])]
     v = verdict.resumed_across_power_loss(ev(records, lines=[(5.1, "connect ok resumed=no")]))
-    assert v.code == verdict.NOTHING_OFFERED
+    assert v.code == Code.NOTHING_OFFERED
     assert "never printed that the session was stored" in v.summary
     assert "RAM" in v.cause
 
@@ -69,30 +70,30 @@ def test_nothing_offered_and_never_stored() -> None:
 def test_nothing_offered_although_stored_points_at_restore_or_clock() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, issued=["cc"])]
     v = verdict.resumed_across_power_loss(ev(records, lines=[(5.2, "session stored")]))
-    assert v.code == verdict.NOTHING_OFFERED
+    assert v.code == Code.NOTHING_OFFERED
     assert "clock" in v.cause and "restored" in v.cause
 
 
 def test_refused_with_reason() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, offered={"psk": ["aa"]}, rejected="expired", issued=["dd"])]
     v = verdict.resumed_across_power_loss(ev(records))
-    assert v.code == verdict.REFUSED and "expired" in v.summary
+    assert v.code == Code.REFUSED and "expired" in v.summary
 
 
 def test_power_not_cut_when_rail_stayed_high() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1)]
     v = verdict.resumed_across_power_loss(ev(records, volts=2.9, boot=False))
-    assert v.code == verdict.NOT_CUT and "2.90 V" in v.summary and "no reset" in v.summary
+    assert v.code == Code.POWER_NOT_CUT and "2.90 V" in v.summary and "no reset" in v.summary
 
 
 def test_no_boot_and_never_connected() -> None:
-    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])], boot=False)).code == verdict.NO_BOOT
-    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])])).code == verdict.NO_CONNECT
+    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])], boot=False)).code == Code.NO_BOOT
+    assert verdict.resumed_across_power_loss(ev([rec(1, 5.0, issued=["aa"])])).code == Code.NEVER_CONNECTED
 
 
 def test_failed_handshake_after_cut() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, version=None, error="peer closed during handshake")]
-    assert verdict.resumed_across_power_loss(ev(records)).code == verdict.FAILED_HANDSHAKE
+    assert verdict.resumed_across_power_loss(ev(records)).code == Code.HANDSHAKE_FAILED
 
 
 def test_first_after_expectations() -> None:
@@ -101,10 +102,10 @@ def test_first_after_expectations() -> None:
     assert verdict.check_first_after(e, 11.0, "full").ok
     assert not verdict.check_first_after(e, 11.0, "resumed").ok
     assert verdict.check_first_after(e, 11.0, "refused", "foreign").ok
-    assert verdict.check_first_after(e, 11.0, "refused", "expired").code == verdict.WRONG_REASON
-    assert verdict.check_first_after(e, 11.0, "nothing-offered").code == verdict.REFUSED
+    assert verdict.check_first_after(e, 11.0, "refused", "expired").code == Code.WRONG_REASON
+    assert verdict.check_first_after(e, 11.0, "nothing-offered").code == Code.REFUSED
     assert verdict.check_first_after(e, 1.0, "nothing-offered").ok
-    assert verdict.check_first_after(e, 20.0, "full").code == verdict.NO_CONNECT
+    assert verdict.check_first_after(e, 20.0, "full").code == Code.NEVER_CONNECTED
 
 
 def test_explanation_shows_fingerprints_and_lines() -> None:
@@ -116,17 +117,17 @@ def test_explanation_shows_fingerprints_and_lines() -> None:
 def test_failed_connect_names_missing_fallback() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, offered={"psk": ["aa"]}, rejected="rotated", issued=["bb"])]
     v = verdict.failed_connect(ev(records), 11.0, "connect failed: server refused session")
-    assert v.code == verdict.NO_FALLBACK and "gave up" in v.summary and "rotated" in v.summary
+    assert v.code == Code.NO_FALLBACK and "gave up" in v.summary and "rotated" in v.summary
 
 
 def test_failed_connect_with_a_damaged_offer_is_not_blamed_on_fallback() -> None:
     records = [rec(2, 12.0, offered={"psk": ["zz"]}, rejected="foreign")]
     v = verdict.failed_connect(ev(records), 11.0, "connect failed")
-    assert v.code == verdict.REFUSED and "never issued" in v.summary
+    assert v.code == Code.REFUSED and "never issued" in v.summary
 
 
 def test_failed_connect_that_never_reached_the_server() -> None:
-    assert verdict.failed_connect(ev([rec(1, 5.0)]), 11.0, "connect failed: timeout").code == verdict.NO_CONNECT
+    assert verdict.failed_connect(ev([rec(1, 5.0)]), 11.0, "connect failed: timeout").code == Code.NEVER_CONNECTED
 
 
 def test_aborted_refusal_followed_by_fallback_counts_as_one_connection() -> None:
@@ -136,9 +137,9 @@ def test_aborted_refusal_followed_by_fallback_counts_as_one_connection() -> None
     records = [rec(1, 5.0, issued=["aa"], version="TLSv1.2"), aborted, rec(3, 12.2, version="TLSv1.2", issued=["cc"])]
     e = ev(records)
     assert verdict.check_first_after(e, 11.0, "refused", "expired").ok
-    assert verdict.check_first_after(e, 11.0, "refused", "rotated").code == verdict.WRONG_REASON
+    assert verdict.check_first_after(e, 11.0, "refused", "rotated").code == Code.WRONG_REASON
     assert verdict.check_first_after(e, 11.0, "full").ok
-    assert verdict.resumed_across_power_loss(e).code == verdict.REFUSED
+    assert verdict.resumed_across_power_loss(e).code == Code.REFUSED
 
 
 def test_consistent_accepts_any_issued_session_but_not_a_damaged_offer() -> None:
@@ -155,13 +156,13 @@ def test_consistent_accepts_any_issued_session_but_not_a_damaged_offer() -> None
 def test_mechanism_is_checked_when_asked() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1, version="TLSv1.2")]
     assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="ticket").ok
-    assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="psk").code == verdict.WRONG_MECHANISM
+    assert verdict.check_first_after(ev(records), 11.0, "resumed", mechanism="psk").code == Code.WRONG_MECHANISM
 
 
 def test_no_reset_and_a_resumption_means_power_was_not_cut_even_without_a_reading() -> None:
     records = [rec(1, 5.0, issued=["aa"]), rec(2, 12.0, resumed=True, frm=1)]
     v = verdict.resumed_across_power_loss(ev(records, volts=None, boot=False))
-    assert v.code == verdict.NOT_CUT and "RAM" in v.summary
+    assert v.code == Code.POWER_NOT_CUT and "RAM" in v.summary
 
 
 def test_a_connection_cut_by_the_power_loss_is_not_the_first_after_it() -> None:
@@ -175,9 +176,9 @@ def test_a_connection_cut_by_the_power_loss_is_not_the_first_after_it() -> None:
 def test_a_resumed_handshake_is_not_a_fallback_and_an_abort_without_one_is_no_fallback() -> None:
     aborted = rec(2, 12.0, version=None, offered={"ticket": "aa"}, rejected="rotated", error="client aborted")
     records = [rec(1, 5.0, version="TLSv1.2", issued=["aa"]), aborted]
-    assert verdict.check_first_after(ev(records), 11.0, "refused", "rotated").code == verdict.NO_FALLBACK
+    assert verdict.check_first_after(ev(records), 11.0, "refused", "rotated").code == Code.NO_FALLBACK
     resumed_next = records + [rec(3, 12.3, version="TLSv1.2", resumed=True, frm=1)]
-    assert verdict.check_first_after(ev(resumed_next), 11.0, "refused", "rotated").code == verdict.NO_FALLBACK
+    assert verdict.check_first_after(ev(resumed_next), 11.0, "refused", "rotated").code == Code.NO_FALLBACK
 
 
 def test_an_errored_resumption_does_not_pass() -> None:
@@ -190,7 +191,7 @@ def test_an_errored_resumption_does_not_pass() -> None:
 def test_version_truth_flags_a_completed_handshake_in_another_version() -> None:
     records = [rec(1, 5.0, version="TLSv1.2", issued=["aa"])]
     v = verdict.version_truth(records, "tls1.3")
-    assert v is not None and not v.ok and v.code == verdict.WRONG_VERSION
+    assert v is not None and not v.ok and v.code == Code.WRONG_VERSION
     assert "#1 was TLSv1.2" in v.summary and "TLSv1.3" in v.summary
 
 
@@ -198,7 +199,7 @@ def test_version_truth_names_what_the_device_offered_when_the_handshake_failed()
     failed = {**rec(1, 5.0, version=None, error="TLS handshake failed: unsupported protocol"),
               "client_versions": ["TLSv1.2"]}
     v = verdict.version_truth([failed], "tls1.3")
-    assert v is not None and v.code == verdict.WRONG_VERSION
+    assert v is not None and v.code == Code.WRONG_VERSION
     assert "offered only TLSv1.2" in v.summary and "unsupported protocol" in v.summary
 
 

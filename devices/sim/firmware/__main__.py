@@ -22,7 +22,7 @@ from .appproto import APPS
 from .flash import Flash
 from .personality import DEFAULT_TOKENS, Personality, Target, parse_tokens, parse_versions
 from .rtc import Rtc
-from .shell import Console, Firmware
+from .shell import Firmware, UartOut
 from .style import EOLS, LOG_FORMATS, SHELLS, Style
 from .variants import VARIANTS, get
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s simfw[%(process)d] %(levelname)s %(name)s: %(message)s")
     variant = get(args.variant)
     style = Style(shell=args.shell, prompt=args.prompt, color=args.color, eol=args.eol, log_format=args.log_format)
-    console = Console(out_fd=1, state_fd=args.state_fd if args.state_fd >= 0 else None, style=style)
+    console = UartOut(out_fd=1, state_fd=args.state_fd if args.state_fd >= 0 else None, style=style)
     fw = Firmware(
         variant=variant,
         flash=Flash(args.flash, page_ms=args.page_ms, erase_ms=args.erase_ms, check_crc=variant.atomic),
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger(__name__).info("boot: variant=%s reset=%s personality=%s", variant.name,
                                      args.reset_cause, persona)
     # Non-blocking UART: input is polled with select, output to a port that
-    # nobody drains is dropped instead of hanging the firmware (see Console).
+    # nobody drains is dropped instead of hanging the firmware (see UartOut).
     for fd in (0, 1):
         os.set_blocking(fd, False)
     fw.boot()

@@ -62,7 +62,7 @@ def fp(data: bytes) -> str:
 
 
 @dataclass
-class Console:
+class UartOut:
     """Line output on the UART (stdout = pty master) plus the state channel."""
 
     out_fd: int = 1
@@ -128,7 +128,7 @@ class Firmware:
     variant: Variant
     flash: Flash
     rtc: Rtc
-    console: Console
+    console: UartOut
     ca_file: Path | None
     reset_cause: str
     personality: Personality = field(default_factory=Personality)
