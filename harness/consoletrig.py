@@ -157,6 +157,12 @@ class Triggers:
             self.execute(item)
 
 
+def _in_noisy_raw(pattern: Pattern[str], line: Line) -> bool:
+    """A stray ESC (UART noise at power-up) can make the cleaner drop what follows it: a guard
+    must still see a panic line, so it also looks at the bytes as they came."""
+    return b"\x1b" in line.raw and pattern.search(line.raw.decode("utf-8", "replace")) is not None
+
+
 class Guards:
     """The forbidden-output guards of one console and the violations not raised yet. Console lock held."""
 
@@ -178,7 +184,7 @@ class Guards:
         """Record every line of ``new`` that a guard forbids (it is raised later, by :meth:`raise_first`)."""
         for line in new:
             for g in self.active:
-                if line.end > g.since and g.pattern.search(line.text):
+                if line.end > g.since and (g.pattern.search(line.text) or _in_noisy_raw(g.pattern, line)):
                     g.hits.append(line)
                     self._violations.append((g, line))
                     log.error("console %s: forbidden output %r: %s", self.name, g.pattern.pattern, line.text)

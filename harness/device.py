@@ -101,6 +101,7 @@ class _DelayCut:
     def __init__(self, delay: float):
         self.delay = delay
         self.armed = True
+        self.error: Exception | None = None
         self._fired = threading.Event()
         self._timer: threading.Timer | None = None
 
@@ -112,6 +113,8 @@ class _DelayCut:
         def run() -> None:
             try:
                 action()
+            except Exception as exc:  # noqa: BLE001 - handed to settle_cut, which raises it
+                self.error = exc
             finally:
                 self._fired.set()
 
@@ -214,6 +217,8 @@ class Device:
 
     def power_off(self, off_time: float | None = None, verify: bool = True) -> PowerCut:
         """Cut power; with ``verify`` wait until the rail is really discharged."""
+        if self.armed is not None:
+            self.settle_cut()   # an armed cut that never happened must not pass as this one
         s = self.spec.supply
         min_off = s.min_off if off_time is None else off_time
         cut = PowerCut(off_mono=clock.now(), verified=verify)
@@ -254,7 +259,8 @@ class Device:
         """The armed moment came (console trigger thread or timer): off, no waiting."""
         mono = clock.now()
         self.supply.off(discharge_below=None, min_off=0.0)
-        self.cuts.append(PowerCut(off_mono=mono, verified=False))
+        # Stamped by the supply's own record of the edge, as power_off does.
+        self.cuts.append(PowerCut(off_mono=self._last_off_mono(mono), verified=False))
         self.powered = False
 
     def settle_cut(self, grace: float = 5.0) -> None:
@@ -277,6 +283,8 @@ class Device:
             trig.cancel()
             if not fired:
                 raise CutNotSeen(f"cut_power_when: {armed.what} never appeared, so power was never cut there")
+            if getattr(trig, "error", None) is not None:
+                raise HarnessError(f"cut_power_when: the cut after {armed.what} failed: {trig.error}")
         last = self.cuts[-1] if self.cuts else None
         if last is not None and last.on_mono is None and not last.verified:
             s = self.spec.supply
@@ -302,6 +310,8 @@ class Device:
 
     def brownout(self, volts: float, duration: float, wait_boot: bool = True) -> Boot | None:
         """Dip the rail to ``volts`` for ``duration`` seconds, then restore it."""
+        if self.armed is not None:
+            self.settle_cut()
         nominal = self.spec.supply.voltage
         mark = self.console.mark()
         cut = PowerCut(off_mono=clock.now(), kind="brownout", verified=False)

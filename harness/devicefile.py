@@ -344,6 +344,9 @@ def _check_connect(sec: Fields, spec: FirmwareSpec) -> None:
     if not spec.autoconnect and "connect" not in spec.commands:
         raise sec.error_here("missing: a device without a connect command must set autoconnect: true",
                              where=where)
+    if spec.autoconnect and spec.session_stored is None:
+        raise sec.error("autoconnect", "a device without a shell needs firmware.session_stored: the line that "
+                        "tells the harness it is done with a connection, before a power cut may follow")
     connect = spec.commands.get("connect")
     if spec.autoconnect and connect is not None:
         raise ConfigError(sec.file, connect.line, where,

@@ -194,7 +194,7 @@ class Engine:
     def _needs_shell(self) -> str | None:
         """Why a device that only connects by itself at boot cannot run this scenario, if it cannot."""
         since_power = True
-        for step in walk(self.scenario.steps):
+        for step in _unrolled(self.scenario.steps):
             where = f"{step.where}: {step.action}"
             if step.action in ("device", "send"):
                 return f"{where} sends a shell command"
@@ -284,6 +284,8 @@ class Engine:
         self.check_requirements()
         try:
             self.prepare()
+        except ScenarioSkip:
+            raise
         except HarnessError as exc:
             # The known state could not be reached (the device does not boot,
             # panics, the rail does not discharge): the same codes as in a step.
@@ -642,6 +644,18 @@ class Engine:
     def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
         for _ in range(int(args["times"])):
             self._run_steps(step.steps, depth=1)
+
+
+def _unrolled(steps: list[Step]) -> list[Step]:
+    """Steps in the order they run, a repeated body twice (what its second pass follows matters)."""
+    out: list[Step] = []
+    for step in steps:
+        if step.action == "repeat":
+            body = _unrolled(step.steps)
+            out.extend(body * min(2, int(step.args.get("times", 1))))
+        else:
+            out.append(step)
+    return out
 
 
 def _uses(steps: list[Step], action: str) -> bool:

@@ -50,4 +50,4 @@ EXPECTATIONS: dict[str, Judge] = {
 
 #: expectations about the scenario as a whole rather than the handshakes of
 #: the last connect: the version a connect asked for does not apply to them
-WHOLE_SCENARIO = frozenset({"power_not_cut", "no_handshake"})
+WHOLE_SCENARIO = frozenset({"no_handshake"})

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from harness.fingerprint import fp
+
 DEFAULT_GREETING = "220 tls-resume-hil reference server ready"
 MAX_LINE = 16384  # one "line" protocol request; longer input is echoed as is
 MAX_HTTP_HEAD = 16384
@@ -141,6 +143,15 @@ _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HTTP_VERSION = re.compile(rb"^HTTP/1\.[0-9]$")
 
 
+#: a path segment this long may be a device token (``/api/v1/<token>/telemetry``)
+SECRET_SEGMENT = 16
+
+
+def _masked(path: bytes) -> bytes:
+    """The path with every long segment replaced by its fingerprint: still traceable, no longer a secret."""
+    return b"/".join(f"<{fp(seg)}>".encode() if len(seg) >= SECRET_SEGMENT else seg for seg in path.split(b"/"))
+
+
 class HttpProtocol(Protocol):
     """One HTTP/1.1 request head, a 200 (or 400) with ``Connection: close``, then close.
 
@@ -190,7 +201,7 @@ class HttpProtocol(Protocol):
         if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1] or not _HTTP_VERSION.match(parts[2]):
             return None
         path = parts[1].split(b"?", 1)[0].split(b"#", 1)[0]
-        return parts[0].decode("ascii"), clean(path)
+        return parts[0].decode("ascii"), clean(_masked(path))
 
     def _bad(self, why: str) -> Reply:
         body = b"bad request\n"

@@ -458,10 +458,12 @@ class ReferenceServer:
         rec = completed_record(conn, next(self._ids), self._lineage)
         conn.state = APP
         rec.protocol = conn.protocol
+        # Published before anything else can go wrong: its tickets are in the
+        # lineage already, and a resumption must find the record that issued them.
+        self._publish(conn, None)
         conn.proto = app.make(conn.protocol, conn.greeting)
         conn.entries = app.AppEntries()
         conn.last_in = clock.now()
-        self._publish(conn, None)
         self._set_deadline(conn, conn.app_timeout)
         self._talk(conn, conn.proto.start())
 

@@ -97,3 +97,20 @@ def test_delayed_triggers_run_in_the_thread_in_due_order_and_cancel_drops_them()
     assert order == ["soon", "late"] and not dropped.fired
     assert late.firings[0].due == pytest.approx(base + 0.10)
     assert late.firings[0].started >= base + 0.10
+
+
+def test_a_guard_sees_a_panic_line_behind_line_noise() -> None:
+    """A stray ESC before "panic" makes the cleaner eat the "p"; the guard still sees the line."""
+    import re as _re
+
+    from harness.consoletrig import Guards
+    from harness.consolerecords import Line
+    from harness.shellclean import clean
+
+    raw = b"\x1bpanic: HardFault"
+    line = Line(1.0, 1.0, clean(raw, None), raw, 0, len(raw) + 1)
+    assert "panic" not in line.text           # what the cleaner makes of it
+    guards = Guards("noise")
+    guard = guards.add(_re.compile("panic"), 0)
+    guards.check([line])
+    assert guard.hits == [line]

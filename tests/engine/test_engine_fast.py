@@ -231,3 +231,30 @@ def test_a_cell_never_passes_on_another_version(tmp_path: Path) -> None:
     got, engine = run(tmp_path, START, Bugs(ignores_version=True), server="server: {versions: [TLSv1.2]}\n")
     assert got == Code.WRONG_VERSION, [v.explain() for v in engine.trace.verdicts]
     assert "was TLSv1.2, but this step asks for TLSv1.3" in engine.trace.verdicts[-1].summary
+
+
+def test_no_way_to_start_from_nothing_is_a_skip(tmp_path: Path) -> None:
+    """No erase command and no flash image: a skip that says so, not a failure."""
+    spec = _without_shell(SIM.read_text()).replace('flash_file: "{bench.flash}"\n', "")
+    path = tmp_path / "s.yaml"
+    path.write_text("schema: 1\nname: s\ndescription: d\nsteps:\n" + RESUME)
+    spec_path = tmp_path / "dev.yaml"
+    spec_path.write_text(spec)
+    rig, _ = make_rig(devicefile.load(spec_path), tmp_path)
+    rig.flash_file = None
+    with pytest.raises(ScenarioSkip, match="cannot start from an erased session"):
+        Engine(rig, load(path), {}).run()
+
+
+def test_an_armed_cut_that_never_came_fails_any_later_power_step(tmp_path: Path) -> None:
+    """A power_cycle after a cut that never happened must not stand in for it."""
+    got, _ = run(tmp_path, START + "  - cut_power_when: {line: '^never printed'}\n  - connect: {version: tls1.3}\n"
+                 "  - power_cycle:\n  - connect: {version: tls1.3}\n  - expect_server: consistent\n")
+    assert got == Code.TRIGGER_NOT_SEEN
+
+
+def test_a_repeated_connect_needs_a_shell(tmp_path: Path) -> None:
+    steps = ("  - power_on:\n  - repeat:\n      times: 2\n      steps:\n        - connect: {version: tls1.3}\n"
+             "        - expect_server: connected\n")
+    with pytest.raises(ScenarioSkip, match="reconnects without a power cycle"):
+        run(tmp_path, steps, spec_text=AUTO)

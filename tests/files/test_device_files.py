@@ -58,6 +58,11 @@ CASES = [
      "firmware.events.offer", "regular expression"),
     (_edit("  prompt: \"sim> \"", "  prompt: \"sim> \"\n  autoconnect: true"), "    connect:",
      "firmware.commands.connect", "connects by itself"),
+    (_edit("  session_stored: \"^session stored$\"\n", "  autoconnect: true\n").replace(
+        "    connect:\n      send: \"connect {host} {port} {version} {sni}\"\n"
+        "      ok: \"^connect ok resumed=(?P<resumed>yes|no)\"\n"
+        "      fail: \"^connect failed: (?P<reason>.*)\"\n      timeout: 30\n", ""),
+     "autoconnect: true", "firmware.autoconnect", "needs firmware.session_stored"),
 ]
 
 

@@ -75,3 +75,14 @@ def test_mqtt_subscribe_flags_and_second_connect():
     p = app.MqttProtocol()
     p.feed(connect)
     assert p.feed(connect).close == "protocol error: second CONNECT on one connection"
+
+
+def test_http_path_tokens_are_fingerprinted() -> None:
+    """ThingsBoard-style device tokens live in the path: the record keeps a fingerprint, never the token."""
+    from harness.fingerprint import fp
+    from harness.server.app import HttpProtocol
+
+    token = b"A1b2C3d4E5f6G7h8I9j0"
+    reply = HttpProtocol().feed(b"POST /api/v1/" + token + b"/telemetry?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reply.entries == [f"http POST /api/v1/<{fp(token)}>/telemetry"]
+    assert token.decode() not in "".join(reply.entries)
