@@ -41,6 +41,8 @@ PLACEHOLDERS = {"channel": 1, "volts": 3.3, "amps": 0.5}
 
 NUMBER = r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 
+_SOCKET_NO_PORT = re.compile(r"^(TCPIP\d*)::([^:]+)::SOCKET$", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -118,12 +120,13 @@ class Dialect:
         line = self.lines.get(key)
         return f"{self.file}:{line}" if line else self.file
 
-    def socket_resource(self, host: str) -> str:
-        """A raw-socket VISA resource for ``host`` on this model's LAN port."""
-        if self.transport.default_port is None:
-            raise ConfigError(self.file, self.lines.get("transport"), "transport.default_port",
-                              f"dialect {self.name} has no LAN port; give a full VISA resource")
-        return f"TCPIP::{host}::{self.transport.default_port}::SOCKET"
+    def socket_resource(self, resource: str) -> str:
+        """``TCPIP::host::SOCKET`` without a port gets this model's LAN port (data of the dialect,
+        from its manual); any other resource is used as given."""
+        match = _SOCKET_NO_PORT.match(resource)
+        if match and self.transport.default_port:
+            return f"{match.group(1)}::{match.group(2)}::{self.transport.default_port}::SOCKET"
+        return resource
 
 
 def available() -> list[str]:

@@ -19,7 +19,6 @@ import functools
 import json
 import logging
 import os
-import re
 import subprocess
 import threading
 import time
@@ -154,9 +153,6 @@ def _locked(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_SOCKET_NO_PORT = re.compile(r"^(TCPIP\d*)::([^:]+)::SOCKET$", re.IGNORECASE)
-
-
 def _no_delay(inst: Any) -> None:
     """Turn off Nagle's algorithm on a raw-socket instrument.
 
@@ -196,11 +192,7 @@ class SupplyChannel:
             raise ConfigError(self.dialect.file, self.dialect.lines.get("channels"), "channel",
                               f"channel {channel} does not exist on {self.dialect.name} "
                               f"(channels {list(self.dialect.channels)})")
-        match = _SOCKET_NO_PORT.match(resource)
-        if match and self.dialect.transport.default_port:
-            resource = f"{match.group(1)}::{match.group(2)}::" \
-                       f"{self.dialect.transport.default_port}::SOCKET"
-        self.resource = resource
+        self.resource = self.dialect.socket_resource(resource)
         self.channel = channel
         self.visa_library = visa_library
         self.safe_state = (safe_state if isinstance(safe_state, SafeState)

@@ -94,28 +94,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         versions = ("TLSv1.3",)
     elif args.versions:
         versions = args.versions
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        versions=versions,  # type: ignore[arg-type]
-        tickets=not args.no_tickets,
-        ticket_lifetime=args.lifetime,
-        tls13_tickets=args.tls13_tickets,
-        session_cache=not args.no_session_cache,
-        names=_split(args.names),
-        ips=_split(args.ips),
-        key_type=args.key,
-        cert=args.cert,
-        key=args.key_file,
-        ca=args.ca,
-        client_cert=args.client_cert,
-        client_ca=args.client_ca,
-        handshake_timeout=args.handshake_timeout,
-        app_timeout=args.app_timeout,
-        protocol=args.protocol,
-        greeting=args.greeting,
-        log_path=args.log,
-    )
+    same = {name: getattr(args, name) for name in _SAME_NAME}
+    renamed = {knob: getattr(args, option) for knob, option in _RENAMED.items()}
+    return ServerConfig(versions=versions, tickets=not args.no_tickets,  # type: ignore[arg-type]
+                        session_cache=not args.no_session_cache, names=_split(args.names), ips=_split(args.ips),
+                        **same, **renamed)
+
+
+#: knobs whose command-line option has the same name
+_SAME_NAME = ("host", "port", "tls13_tickets", "cert", "ca", "client_cert", "client_ca", "handshake_timeout",
+              "app_timeout", "protocol", "greeting")
+#: knob -> the option that sets it
+_RENAMED = {"ticket_lifetime": "lifetime", "key_type": "key", "key": "key_file", "log_path": "log"}
 
 
 def main(argv: list[str] | None = None) -> int:
