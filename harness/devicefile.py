@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import yamlfile
-from .errors import ConfigError
+from .errors import ConfigError, HarnessError
 from .yamlfile import Fields, Map, unknown
 
 SCHEMA_VERSION = 1
@@ -205,7 +205,16 @@ def _safe_state(sec: Fields) -> dict[str, Any]:
     output = str(safe.get("output", "off")).lower() if not isinstance(given, bool) else ("on" if given else "off")
     if output not in ("on", "off"):
         raise sec.error("safe_state", f"must be on or off, got {given!r}", where=f"{sec.where('safe_state')}.output")
-    return {"output": output, **{k: v for k, v in safe.items() if k != "output"}}
+    state = {"output": output, **{k: v for k, v in safe.items() if k != "output"}}
+    # One set of rules for what a safe state may say: the supply's, checked
+    # here already so a mistake names the file and line before anything runs.
+    from .supply import SafeState
+
+    try:
+        SafeState.from_mapping(state)
+    except (HarnessError, TypeError, ValueError) as exc:
+        raise sec.error("safe_state", str(exc).removeprefix("safe state: ")) from None
+    return state
 
 
 def _console(doc: Fields) -> ConsoleSpec:
