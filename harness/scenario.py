@@ -382,8 +382,10 @@ def _parameters(top: Fields) -> dict[str, list[Any]]:
         return {}
     for key in params.map:
         params.list_of(key, message="expected a non-empty list of values", non_empty=True)
-        if not str(key).isidentifier():
-            raise params.error(key, "a parameter name is an identifier")
+        if not isinstance(key, str) or not key.isidentifier():
+            raise params.error(key, "a parameter name is an identifier"
+                               + (" (YAML reads an unquoted yes/no/on/off as true/false: quote it)"
+                                  if isinstance(key, bool) else ""))
     return {k: list(v) for k, v in params.map.items()}
 
 
@@ -399,7 +401,7 @@ def _check_placeholders(steps: list[Step], names: set[str], file: str) -> None:
             for found in re.findall(r"\{([^{}]*)\}", value):
                 if found not in names:
                     raise ConfigError(file, line, where, f"unknown parameter {{{found}}}; declared: "
-                                      + (", ".join(sorted(names)) or "none"))
+                                      + (", ".join(sorted(map(str, names))) or "none"))
         elif isinstance(value, dict):
             for key, item in value.items():
                 check(item, f"{where}.{key}", getattr(value, "line_of", lambda k: line)(key))

@@ -121,6 +121,15 @@ MORE_MALFORMED = [
      "steps[1].corrupt_session.bytes", "at least 1"),
     ("schema: 1\nname: x\ndescription: d\nsteps:\n  - device: {command: set_clock, args: {unix: '{typo}'}}\n", 5,
      "device.args.unix", "unknown parameter {typo}"),
+    # Found by fuzzing the schema helper: each was a traceback before.
+    ("schema: 1\nname: x\ndescription: d\nsteps:\n  - cut_power_when: ''\n", 5, "steps[0].cut_power_when.line",
+     "an empty pattern"),
+    ("schema: 1\nname: x\ndescription: d\nparameters: {p: [1]}\nsteps:\n  - repeat: {times: 2, steps: '{p}'}\n", 6,
+     "steps[0].repeat.steps", "expected a list of steps"),
+    ("schema: 1\nname: x\ndescription: d\nparameters:\n  no: [1]\nsteps:\n  - wait: '{x}'\n", 5,
+     "parameters.False", "YAML reads an unquoted yes/no"),
+    ("schema: 1\nname: x\ndescription: d\nsteps:\n  - cut_power_when: {on: flash_write}\n", 5,
+     "steps[0].cut_power_when.True", "YAML reads an unquoted on/off"),
 ]
 
 

@@ -7,34 +7,15 @@ records as the reference server writes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import handmade
+from handmade import rec
 
 from harness import verdict
 from harness.outcomes import Code
-from harness.device import Boot, PowerCut
-
-
-@dataclass
-class Line:
-    mono: float
-    wall: float
-    text: str
-
-
-def rec(id: int, mono: float, *, resumed: bool = False, frm: int | None = None, issued=(), offered=None,
-        rejected=None, version="TLSv1.3", error=None) -> dict:
-    return {"id": id, "mono": mono, "time": "", "peer": "192.0.2.1:40000", "version": version, "resumed": resumed,
-            "mechanism": ("psk" if version == "TLSv1.3" else "ticket") if resumed else "full",
-            "resumed_from": frm, "issued": list(issued), "rejected": rejected, "error": error,
-            "offered": offered or {"ticket": None, "psk": [], "session_id": None}}
 
 
 def ev(records, *, volts=0.1, boot=True, lines=()) -> verdict.Evidence:
-    cut = PowerCut(off_mono=10.0, on_mono=11.0, volts_before_on=volts, verified=True)
-    boots = [Boot(11.5, "power-on", "reset cause: power-on")] if boot else []
-    return verdict.Evidence(records=records, cuts=[cut], boots=boots,
-                            lines=[Line(m, m, t) for m, t in lines], session_stored="^session stored$",
-                            brownout_threshold=2.5, discharge_below=0.3)
+    return handmade.ev(records, volts=volts, boot=boot, lines=lines)
 
 
 def test_pass_names_the_issuing_handshake() -> None:
