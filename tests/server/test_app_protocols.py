@@ -15,6 +15,7 @@ import time
 from typing import Callable
 
 import pytest
+from tlskit import read_all
 
 from harness import clock
 from harness.server import ReferenceServer, ServerConfig, ServerConfigError
@@ -40,20 +41,6 @@ def connect(srv: ReferenceServer, ctx: ssl.SSLContext, session: ssl.SSLSession |
     raw = socket.create_connection((srv.host, srv.port), timeout=5)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return ctx.wrap_socket(raw, server_hostname="server.test", session=session)
-
-
-def read_all(tls: ssl.SSLSocket) -> bytes:
-    """Read until the server closes."""
-    out = b""
-    while True:
-        try:
-            chunk = tls.recv(4096)
-        except ssl.SSLZeroReturnError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def read_exact(tls: ssl.SSLSocket, n: int) -> bytes:

@@ -19,6 +19,20 @@ from harness.server import ReferenceServer
 REPO = Path(__file__).resolve().parents[2]
 
 
+def read_all(tls: ssl.SSLSocket) -> bytes:
+    """Read until the server closes (close_notify or TCP close)."""
+    out = b""
+    while True:
+        try:
+            chunk = tls.recv(4096)
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 @dataclass
 class SClient:
     """What ``openssl s_client`` itself said about one connection."""
@@ -91,15 +105,7 @@ class PyClient:
         with socket.create_connection((self.srv.host, self.srv.port), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="server.test", session=self.session) as tls:
                 tls.sendall(line)
-                echo = b""
-                while True:
-                    try:
-                        chunk = tls.recv(4096)
-                    except ssl.SSLZeroReturnError:
-                        break
-                    if not chunk:
-                        break
-                    echo += chunk
+                echo = read_all(tls)
                 reused = tls.session_reused
                 self.session = tls.session
         return reused, echo

@@ -199,6 +199,13 @@ class AppClient(Protocol):
         """Say goodbye on a held connection before it is closed (e.g. MQTT DISCONNECT)."""
 
 
+class _NoGoodbye:
+    """For protocols with nothing to say before a held connection is closed."""
+
+    def goodbye(self, pipe: TlsPipe) -> None:
+        pass
+
+
 def _sent_received(pipe: TlsPipe) -> str:
     return f"sent {pipe.sent} bytes, received {pipe.received} bytes"
 
@@ -209,7 +216,7 @@ def _printable(data: bytes, limit: int = 60) -> str:
 
 
 @dataclass
-class LineClient:
+class LineClient(_NoGoodbye):
     """The emulated firmware's own protocol: one line out, read the echo, wait for the close."""
 
     timeout: float = 10.0
@@ -229,12 +236,9 @@ class LineClient:
         return AppResult(f"app: sent {len(APP_LINE)} bytes, received {len(received)} bytes",
                          len(APP_LINE), len(received))
 
-    def goodbye(self, pipe: TlsPipe) -> None:
-        pass
-
 
 @dataclass
-class NoneClient:
+class NoneClient(_NoGoodbye):
     """Nothing after the handshake: the device only wanted the session (or a keep-alive)."""
 
     timeout: float = 10.0
@@ -247,12 +251,9 @@ class NoneClient:
             log.info("none: %s while waiting for post-handshake messages", exc)
         return AppResult(f"app: none: {_sent_received(pipe)}", pipe.sent, pipe.received)
 
-    def goodbye(self, pipe: TlsPipe) -> None:
-        pass
-
 
 @dataclass
-class HttpClient:
+class HttpClient(_NoGoodbye):
     """``GET /status`` with ``Connection: close``; anything but 200 fails the connect."""
 
     timeout: float = 10.0
@@ -277,9 +278,6 @@ class HttpClient:
             raise AppFailed(f"http: status {status} {reason}".rstrip())
         return AppResult(f"app: http: GET /status -> {status}, {_sent_received(pipe)}",
                          pipe.sent, pipe.received)
-
-    def goodbye(self, pipe: TlsPipe) -> None:
-        pass
 
 
 def _mqtt_length(n: int) -> bytes:
@@ -375,7 +373,7 @@ class MqttClient:
 
 
 @dataclass
-class GreetingClient:
+class GreetingClient(_NoGoodbye):
     """The server speaks first: read its banner line, then the line protocol."""
 
     timeout: float = 10.0
@@ -398,9 +396,6 @@ class GreetingClient:
             pipe.drain_until_close(DRAIN_GRACE_S)
         return AppResult(f"app: greeting: banner '{_printable(banner)}', echo {len(echo)} bytes, "
                          f"{_sent_received(pipe)}", pipe.sent, pipe.received)
-
-    def goodbye(self, pipe: TlsPipe) -> None:
-        pass
 
 
 def make_client(name: str, client_id: str, timeout: float = 10.0) -> AppClient:
