@@ -43,3 +43,10 @@ def iso(wall: float) -> str:
 def wall_from_mono(mono: float) -> float:
     """Best estimate of the wall time of a monotonic stamp taken in this boot."""
     return time.time() - (time.monotonic() - mono)
+
+
+def hhmmss(mono: float | None) -> str:
+    """A monotonic stamp as wall time of day with milliseconds, as verdicts print moments."""
+    if mono is None:
+        return "?"
+    return datetime.fromtimestamp(wall_from_mono(mono), tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]

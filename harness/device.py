@@ -234,6 +234,20 @@ class Device:
         return cut
 
     # -- evidence window ---------------------------------------------------
+    def stored_sizes(self, start: float, end: float) -> list[int]:
+        """Session record sizes the device printed (a ``bytes`` group in its flash_write or session_stored pattern)."""
+        fw = self.spec.firmware
+        patterns = [re.compile(p) for p in (fw.flash_write, fw.session_stored) if p and "(?P<bytes>" in p]
+        sizes = []
+        for ln in self.console.lines:
+            if start <= ln.mono <= end:
+                for rx in patterns:
+                    m = rx.search(ln.text)
+                    if m and m.group("bytes"):
+                        sizes.append(int(m.group("bytes")))
+                        break
+        return sizes
+
     def mark(self) -> Mark:
         return Mark(len(self.cuts), len(self.boots), len(self.connects))
 

@@ -132,6 +132,8 @@ class ServerSpec:
     greeting: str | None = None
     #: seconds the server lets an idle connection live after the handshake
     app_timeout: float | None = None
+    #: seconds a TLS 1.3 server holds its tickets after the handshake (the device's network round trip)
+    ticket_delay: float | None = None
 
 
 @dataclass
@@ -367,7 +369,7 @@ def _check_connect(sec: Fields, spec: FirmwareSpec) -> None:
 
 
 _SERVER_KEYS = {"bind", "reach_host", "port", "names", "ips", "key_type", "cert", "key", "ca", "protocol",
-                "greeting", "app_timeout"}
+                "greeting", "app_timeout", "ticket_delay"}
 
 
 def _server(doc: Fields) -> ServerSpec:
@@ -382,6 +384,10 @@ def _server(doc: Fields) -> ServerSpec:
     app_timeout = sec.num("app_timeout", None)
     if app_timeout is not None and app_timeout <= 0:
         raise sec.error("app_timeout", "must be more than 0 s")
+    ticket_delay = sec.num("ticket_delay", None)
+    if ticket_delay is not None and ticket_delay > 30:
+        raise sec.error("ticket_delay",
+                        f"expected seconds from 0 to 30 (seconds, not milliseconds), got {ticket_delay:g}")
     names = sec.list_of("names", str, message="expected a non-empty list of host names",
                         default=["server.test"], non_empty=True)
     ips = sec.list_of("ips", str, message="expected a list of addresses", default=["127.0.0.1"])
@@ -405,7 +411,7 @@ def _server(doc: Fields) -> ServerSpec:
     return ServerSpec(bind=sec.text("bind", "127.0.0.1"), reach_host=sec.text("reach_host", "127.0.0.1"),
                       port=port, names=list(names), ips=list(ips), key_type=key_type, cert=own_path("cert"),
                       key=own_path("key"), ca=own_path("ca"), protocol=protocol,
-                      greeting=sec.text("greeting", None), app_timeout=app_timeout)
+                      greeting=sec.text("greeting", None), app_timeout=app_timeout, ticket_delay=ticket_delay)
 
 
 def _bench(doc: Fields) -> BenchSpec | None:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: ``server:``, override them.
 SERVER_DEFAULTS: dict[str, Any] = {name: getattr(ServerConfig(), name) for name in
                                    ("versions", "tickets", "ticket_lifetime", "tls13_tickets", "session_cache",
-                                    "protocol", "greeting", "app_timeout")}
+                                    "protocol", "greeting", "app_timeout", "ticket_delay")}
 
 
 def server_knobs(settings: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +228,8 @@ class Engine:
             knobs["greeting"] = s.greeting
         if s.app_timeout is not None:
             knobs["app_timeout"] = s.app_timeout
+        if s.ticket_delay is not None:
+            knobs["ticket_delay"] = s.ticket_delay
         return knobs
 
     def prepare(self) -> None:
@@ -306,17 +308,25 @@ class Engine:
     def evidence(self, server: str = "primary") -> verdict.Evidence:
         t = self.trace
         s = self.rig.spec
-        records = self.rig.server.since(t.server_mark) if server == "primary" else \
-            self.server(server).since(t.server_marks.get(server, 0))
+
+        def since(name: str) -> list:
+            if name == "primary":
+                return self.rig.server.since(t.server_mark)
+            return self.server(name).since(t.server_marks.get(name, 0))
+
+        # The other servers' records say who issued what a device offered to the wrong one.
+        others = {name: since(name) for name in ("primary", *t.server_marks) if name != server}
         window = self.window()
         return verdict.Evidence(
-            records=records,
+            records=since(server),
             cuts=window.cuts,
             boots=window.boots,
             lines=[ln for ln in self.rig.console.lines if ln.mono >= t.start],
             session_stored=s.firmware.session_stored,
+            flash_write=s.firmware.flash_write,
             brownout_threshold=s.supply.brownout_threshold,
             discharge_below=s.supply.discharge_below,
+            others=others,
         )
 
     # -- steps ------------------------------------------------------------------

@@ -51,6 +51,10 @@ class ScenarioResult:
     #: why each full handshake was full: "nothing offered" or the server's refusal reason
     full_reasons: dict[str, int] = field(default_factory=dict)
     failed_handshakes: int = 0
+    #: per negotiated version: {"full_bytes": [...], "resumed_bytes": [...], "full_ms": [...], "resumed_ms": [...]}
+    by_version: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: sizes of the session records the device said it stored (its flash_write/session_stored line's ``bytes``)
+    stored_bytes: list[int] = field(default_factory=list)
 
 
 #: one line of the timeline: (mono, source, text); every file adds its own, then they are sorted on the one clock
@@ -60,7 +64,7 @@ Event = tuple[float, str, str]
 def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[RecordLike],
                   lines: Iterable[Any], supply_events: Iterable[Any], steps: Iterable[tuple[float, str]],
                   cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str,
-                  seed: int | None = None) -> ScenarioResult:
+                  seed: int | None = None, stored_bytes: Iterable[int] = ()) -> ScenarioResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     records = as_records(records)
     events: list[Event] = []
@@ -72,6 +76,7 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
     events.sort(key=lambda e: e[0])
     _write_timeline(run_dir / "timeline.txt", nodeid, outcome, start, end, seed, events, verdict_text)
     result = summarize(nodeid, outcome, end - start, records, verdict_text, str(run_dir))
+    result.stored_bytes = list(stored_bytes)
     (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -144,6 +149,10 @@ def summarize(nodeid: str, outcome: str, duration: float, records: Iterable[Reco
         res.handshakes += 1
         size = int(rec.bytes_in or 0) + int(rec.bytes_out or 0)
         ms = float(rec.duration_ms or 0.0)
+        kind = "resumed" if rec.resumed else "full"
+        per = res.by_version.setdefault(rec.version or "?", {})
+        per.setdefault(f"{kind}_bytes", []).append(size)
+        per.setdefault(f"{kind}_ms", []).append(ms)
         if rec.resumed:
             res.resumed += 1
             res.resumed_bytes.append(size)
@@ -155,6 +164,26 @@ def summarize(nodeid: str, outcome: str, duration: float, records: Iterable[Reco
             why = rec.rejected or ("offered, refused" if offered_anything(rec) else "nothing offered")
             res.full_reasons[why] = res.full_reasons.get(why, 0) + 1
     return res
+
+
+def _per_version(results: list[ScenarioResult]) -> list[str]:
+    """What a resumption saves, per TLS version: the figure a firmware engineer budgets radio time with."""
+    merged: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        for version, lists in r.by_version.items():
+            for key, values in lists.items():
+                merged.setdefault(version, {}).setdefault(key, []).extend(values)
+    out = []
+    for version in sorted(merged):
+        m = merged[version]
+        if not (m.get("full_bytes") and m.get("resumed_bytes")):
+            continue
+        fb, rb = statistics.median(m["full_bytes"]), statistics.median(m["resumed_bytes"])
+        fm, rm = statistics.median(m["full_ms"]), statistics.median(m["resumed_ms"])
+        out.append(f"{version} (median): full {fb:.0f} bytes / {fm:.1f} ms, resumed {rb:.0f} bytes / {rm:.1f} ms "
+                   f"at the server: resumption saves {fb - rb:.0f} bytes ({100 * (fb - rb) / fb:.0f}%) and "
+                   f"{fm - rm:.1f} ms")
+    return out
 
 
 def run_summary(results: list[ScenarioResult]) -> list[str]:
@@ -189,6 +218,11 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
         fmm, rmm = statistics.median(fm), statistics.median(rm)
         out.append(f"server-side handshake time (median): full {fmm:.1f} ms, resumed {rmm:.1f} ms: "
                    f"resumption saves {fmm - rmm:.1f} ms")
+    out.extend(_per_version(results))
+    stored = [b for r in results for b in r.stored_bytes]
+    if stored:
+        out.append(f"stored session record (as the device reported it): median {statistics.median(stored):.0f} "
+                   f"bytes (min {min(stored)}, max {max(stored)}, {len(stored)} writes)")
     for r in results:
         if r.outcome == "failed":
             out.append(f"FAILED {r.nodeid}: {r.verdict}")

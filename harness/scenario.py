@@ -106,7 +106,8 @@ _STEP_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "expect_reset": {"cause": ((str,), True)},
     "server": {"rotate_keys": ((bool,), False), "tickets": ((bool,), False), "lifetime": (_NUM, False),
                "tls13_tickets": ((int,), False), "session_cache": ((bool,), False),
-               "versions": ((list, str), False), "protocol": ((str,), False), "greeting": ((str,), False)},
+               "versions": ((list, str), False), "protocol": ((str,), False), "greeting": ((str,), False),
+               "ticket_delay": (_NUM, False)},
     "expect_server": {"outcome": ((str,), True), "reason": ((str,), False), "cut": ((int,), False),
                       "mechanism": ((str,), False), "server": ((str,), False)},
     "corrupt_session": {"bytes": ((int,), False), "seed": ((int,), False)},
@@ -278,7 +279,10 @@ def _check_server(fields: Fields) -> None:
         raise fields.error("protocol", unknown("application protocol", protocol, PROTOCOLS, intro="known:"))
     if not fields.map:
         raise fields.error_above("say what to change: rotate_keys, tickets, lifetime, "
-                                 "tls13_tickets, session_cache, versions, protocol or greeting")
+                                 "tls13_tickets, session_cache, versions, protocol, greeting or ticket_delay")
+    delay = fields.map.get("ticket_delay")
+    if isinstance(delay, (int, float)) and not 0 <= delay <= 30:
+        raise fields.error("ticket_delay", f"expected seconds from 0 to 30, got {delay!r}")
 
 
 def _check_brownout(fields: Fields) -> None:
@@ -312,7 +316,8 @@ _VALUE_CHECKS = {
 
 _TOP = {"schema", "name", "description", "markers", "timeout", "server", "parameters", "repeat",
         "keep_session", "requires", "steps"}
-_SERVER_KEYS = {"versions", "tickets", "lifetime", "tls13_tickets", "session_cache", "protocol", "greeting"}
+_SERVER_KEYS = {"versions", "tickets", "lifetime", "tls13_tickets", "session_cache", "protocol", "greeting",
+                "ticket_delay"}
 
 
 def parse(doc: Any, file: str) -> Scenario:

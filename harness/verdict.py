@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 
-from .clock import wall_from_mono
+from . import fieldbugs
+from .clock import hhmmss
 from .outcomes import Code
 from .server.records import HandshakeRecord
 
@@ -55,6 +55,10 @@ REFUSAL_CAUSES = {
     "version": "the stored session's TLS version is not accepted by the server any more",
     "tickets-off": "the server no longer accepts tickets",
     "unknown": "the server does not know this session (cache flushed or evicted)",
+    "binder": fieldbugs.SECRET_MISSING,
+    "finished": fieldbugs.SECRET_MISSING,
+    "decrypt": "a damaged session record was restored and offered: the ticket carries this server's key name but "
+               "does not decrypt (torn or flipped bytes, no integrity check such as a CRC)",
 }
 
 _NOT_CUT_CAUSE = "off time shorter than the rail's discharge: use a longer off time or verified discharge"
@@ -105,13 +109,6 @@ def offered_fps(record: HandshakeRecord) -> list[str]:
     return fps
 
 
-def hhmmss(mono: float | None) -> str:
-    if mono is None:
-        return "?"
-    wall = wall_from_mono(mono)
-    return datetime.fromtimestamp(wall, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
-
-
 def describe(record: HandshakeRecord) -> str:
     """One line per handshake, secrets replaced by fingerprints already in the record."""
     kind = record.mechanism or ("resumed" if record.resumed else "full")
@@ -153,9 +150,24 @@ class Evidence:
     session_stored: str | None = None
     brownout_threshold: float | None = None
     discharge_below: float | None = None
+    flash_write: str | None = None  # the device's "begins writing the session" line, when it prints one
+    #: the records of the scenario's other reference servers, by name (who issued what a device offered)
+    others: Mapping[str, Sequence[HandshakeRecord]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.records = as_records(self.records)
+        self.others = {name: as_records(recs) for name, recs in self.others.items()}
+
+    def issuer_of(self, record: HandshakeRecord) -> tuple[HandshakeRecord | None, str | None]:
+        """The handshake that issued what ``record`` offered, and the other server's name if not this one."""
+        offered = set(offered_fps(record))
+        if not offered:
+            return None, None
+        for name, records in [(None, self.records), *self.others.items()]:
+            for r in records:
+                if offered & set(r.issued or []):
+                    return r, name
+        return None, None
 
     def records_between(self, start: float | None, end: float | None = None) -> list[HandshakeRecord]:
         """Records whose connection *began* in [start, end).
@@ -404,9 +416,11 @@ def lineage(cut: CutEvidence) -> Verdict | None:
         return None
     age = cut.off - expected.mono
     if first.resumed_from == expected.id:
+        note = fieldbugs.age_mismatch(first)
         return Verdict(True, Code.RESUMED, f"handshake #{first.id} after {cut.when} resumed "
                        f"({first.mechanism}) the session issued by handshake #{expected.id}, "
-                       f"which finished {age:.1f} s before the cut", records=cut.shown)
+                       f"which finished {age:.1f} s before the cut" + (f" (note: {note})" if note else ""),
+                       records=cut.shown)
     return Verdict(False, Code.STALE_SESSION, f"handshake #{first.id} after {cut.when} resumed an older session "
                    f"(from #{first.resumed_from}) instead of the newest one, issued by #{expected.id} "
                    f"{age:.1f} s before the cut",
@@ -419,19 +433,41 @@ def nothing_offered(cut: CutEvidence) -> Verdict | None:
     first, expected = cut.first, cut.expected
     if expected is None or offered_anything(first):
         return None
-    stored = _stored_after(cut.ev, expected.mono, cut.off)
+    ev = cut.ev
+    stored = _stored_after(ev, expected.mono, cut.off)
     issued = ",".join(expected.issued or []) or "a session"
     base = (f"after {cut.when} the device offered no session (handshake #{first.id} was full); "
             f"before the cut it received {issued} in handshake #{expected.id} at {hhmmss(expected.mono)}")
-    if cut.ev.session_stored and stored is None:
+    early = fieldbugs.stored_too_early(ev.lines, expected, cut.off, ev.flash_write, ev.session_stored)
+    if ev.session_stored and stored is None:
+        ignored = _tickets_ignored_before(ev, expected, cut.off)
+        cause = ignored or "session not stored in non-volatile memory (kept only in RAM?)"
+        if not ignored and fieldbugs.sent_tickets(expected) and expected.version == "TLSv1.3":
+            cause += ("; or its TLS stack never takes TLS 1.3 tickets in (a reconnect without power loss tells "
+                      "the two apart: soft_reconnect_and_power_loss)")
         return Verdict(False, Code.NOTHING_OFFERED, base + " and never printed that the session was stored",
-                       cause="session not stored in non-volatile memory (kept only in RAM?)",
-                       records=cut.shown, lines=cut.lines)
+                       cause=cause, records=cut.shown, lines=cut.lines)
     said = f"; it said the session was stored at {hhmmss(stored.mono)}" if stored is not None else ""
-    return Verdict(False, Code.NOTHING_OFFERED, base + said,
-                   cause="session stored but not offered after boot: not restored from flash, rejected by "
-                         "the firmware's own validity check (clock / ticket age), or erased",
-                   records=cut.shown, lines=cut.lines)
+    cause = early or fieldbugs.uptime_age(expected, first, ev.boots) or \
+        "session stored but not offered after boot: not restored from flash, rejected by the firmware's own " \
+        "validity check (clock / ticket age), or erased"
+    return Verdict(False, Code.NOTHING_OFFERED, base + said, cause=cause, records=cut.shown, lines=cut.lines)
+
+
+def _tickets_ignored_before(ev: Evidence, issuer: HandshakeRecord, until: float) -> str | None:
+    """A reconnect without power loss that offered nothing after TLS 1.3 tickets: proof they were never taken in.
+
+    A firmware that keeps its session only in RAM resumes on such a
+    reconnect; one whose stack drops the tickets has nothing to offer even then.
+    """
+    if issuer.version != "TLSv1.3" or not fieldbugs.sent_tickets(issuer):
+        return None
+    for r in ev.records_between(issuer.mono, until):
+        if any(issuer.mono < b.mono < began(r) for b in ev.boots):
+            return None
+        if completed(r) and not offered_anything(r):
+            return fieldbugs.ticketless_store(ev.lines, issuer, began(r), ev.flash_write, ev.session_stored)
+    return None
 
 
 def stale_offer(cut: CutEvidence) -> Verdict | None:
@@ -456,9 +492,14 @@ def refused(cut: CutEvidence) -> Verdict:
     """What is left once every other check passed: the device offered, the server refused."""
     first = cut.first
     reason = first.rejected
+    issuer, elsewhere = cut.ev.issuer_of(first)
+    how = "failed" if first.error else "was full"
+    cause = fieldbugs.secret_missing(first, issuer) or \
+        (fieldbugs.wrong_server(first, issuer, elsewhere) if elsewhere else None) or \
+        REFUSAL_CAUSES.get(reason or "", "server-side refusal")
     return Verdict(False, Code.REFUSED, f"after {cut.when} the device offered a session but the server refused it "
-                   f"({reason or 'no reason recorded'}); handshake #{first.id} was full",
-                   cause=REFUSAL_CAUSES.get(reason or "", "server-side refusal"), records=cut.shown, lines=cut.lines)
+                   f"({reason or 'no reason recorded'}); handshake #{first.id} {how}",
+                   cause=cause, records=cut.shown, lines=cut.lines)
 
 
 #: the questions of the central verdict, in the order a firmware engineer asks them; :func:`refused` concludes
@@ -552,7 +593,7 @@ def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
                        cause="network or address problem, or the firmware failed before its ClientHello",
                        lines=tail)
     refusals = [r for r in after if offered_anything(r) and not r.resumed and r.rejected]
-    if refusals and refusals[0].rejected in ("foreign", "unknown"):
+    if refusals and refusals[0].rejected in ("foreign", "unknown", "decrypt"):
         first = refusals[0]
         return Verdict(False, Code.REFUSED, f"the device offered {','.join(offered_fps(first))} in handshake "
                        f"#{first.id}, which this server never issued (refused: {first.rejected}), "
@@ -575,6 +616,8 @@ def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
 
 # -- simpler expectations on the first handshake after a connect ---------------------
 
+#: refusals that mean the offered record was not what the server issued: damaged (or foreign) bytes
+DAMAGED = ("foreign", "unknown", "decrypt", "binder", "finished")
 #: expectations a fallback to a full handshake meets: an abort after a refused offer, with no fallback, fails them
 _NEED_FALLBACK = ("refused", "full", "connected")
 #: expectations judged on the fallback handshake rather than on the aborted one before it
@@ -594,6 +637,7 @@ class FirstAfter:
     label: str
     shown: list[HandshakeRecord]
     tail: list[Line]
+    ev: Evidence
 
     @classmethod
     def of(cls, ev: Evidence, since: float, want: str, reason: str | None = None,
@@ -612,7 +656,21 @@ class FirstAfter:
                 first, label = fallback, f"handshake #{fallback.id} (fallback after #{offer.id} was refused)"
         tail = [ln for ln in ev.lines if ln.mono >= since][:25]
         return cls(want=want, reason=reason, mechanism=mechanism, offer=offer, fallback=fallback, first=first,
-                   label=label, shown=shown, tail=tail)
+                   label=label, shown=shown, tail=tail, ev=ev)
+
+    def why_nothing_offered(self) -> str | None:
+        """On a reconnect without a reset in between: did the TLS 1.3 tickets of the last handshake go missing?"""
+        ev, start = self.ev, began(self.first)
+        before = [r for r in ev.records if began(r) < start and completed(r)]
+        if not before or any(before[-1].mono < b.mono < start for b in ev.boots):
+            return None
+        return fieldbugs.ticketless_store(ev.lines, before[-1], start, ev.flash_write, ev.session_stored)
+
+    def why_refused(self, record: HandshakeRecord) -> str:
+        issuer, elsewhere = self.ev.issuer_of(record)
+        return fieldbugs.secret_missing(record, issuer) or \
+            (fieldbugs.wrong_server(record, issuer, elsewhere) if elsewhere else None) or \
+            REFUSAL_CAUSES.get(record.rejected or "", "server-side refusal")
 
 
 def _wrong_reason(seen: FirstAfter, got: str | None) -> Verdict:
@@ -680,9 +738,10 @@ def expect_resumed(seen: FirstAfter) -> Verdict:
     if not first.resumed:
         offered = offered_anything(first)
         why = f"refused: {first.rejected}" if offered else "offered nothing"
+        cause = seen.why_refused(first) if offered else (seen.why_nothing_offered() or "")
         return Verdict(False, Code.REFUSED if offered else Code.NOTHING_OFFERED,
-                       f"{seen.label} was full ({why}) but a resumption was expected", records=seen.shown,
-                       lines=seen.tail)
+                       f"{seen.label} was full ({why}) but a resumption was expected", cause=cause,
+                       records=seen.shown, lines=seen.tail)
     return Verdict(True, Code.RESUMED, f"{seen.label} resumed ({first.mechanism}) from #{first.resumed_from}",
                    records=seen.shown)
 
@@ -695,9 +754,11 @@ def expect_consistent(seen: FirstAfter) -> Verdict:
         return Verdict(True, Code.RESUMED, f"{seen.label} resumed from #{first.resumed_from}", records=seen.shown)
     if not offered_anything(first):
         return Verdict(True, Code.FULL, f"{seen.label}: nothing offered, clean full handshake", records=seen.shown)
-    if first.rejected in ("foreign", "unknown"):
-        return Verdict(False, Code.REFUSED, f"{seen.label}: the device offered {','.join(offered_fps(first))}, which "
-                       f"this server never issued (refused: {first.rejected})",
+    if first.rejected in DAMAGED:
+        what = "which this server never issued" if first.rejected in ("foreign", "unknown", "decrypt") else \
+            "whose secret does not go with its ticket"
+        return Verdict(False, Code.REFUSED, f"{seen.label}: the device offered {','.join(offered_fps(first))}, {what} "
+                       f"(refused: {first.rejected})",
                        cause="a damaged session record was restored and offered (torn write, no integrity "
                              "check)", records=seen.shown, lines=seen.tail)
     return Verdict(True, Code.REFUSED, f"{seen.label}: offer refused ({first.rejected}), clean fallback",
@@ -707,10 +768,12 @@ def expect_consistent(seen: FirstAfter) -> Verdict:
 def expect_nothing_offered(seen: FirstAfter) -> Verdict:
     first = seen.first
     if offered_anything(first):
+        issuer, elsewhere = seen.ev.issuer_of(first)
+        cause = fieldbugs.wrong_server(first, issuer, elsewhere) or "the firmware offered a stored session where " \
+            "it must not"
         return Verdict(False, Code.UNEXPECTED_RESUME if first.resumed else Code.REFUSED,
                        f"{seen.label}: the device offered {','.join(offered_fps(first))} but should have offered "
-                       "nothing", cause="the firmware offered a stored session where it must not",
-                       records=seen.shown, lines=seen.tail)
+                       "nothing", cause=cause, records=seen.shown, lines=seen.tail)
     return Verdict(True, Code.FULL, f"{seen.label}: nothing offered, full handshake", records=seen.shown)
 
 

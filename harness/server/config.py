@@ -36,8 +36,12 @@ RUNTIME_KNOBS = frozenset(
         "app_timeout",
         "protocol",
         "greeting",
+        "ticket_delay",
     }
 )
+
+#: The longest ``ticket_delay``: a round trip, not a pause (a value in milliseconds is caught).
+MAX_TICKET_DELAY = 30.0
 
 
 class ServerConfigError(HarnessError, ValueError):
@@ -65,6 +69,14 @@ class ServerConfig:
     generous because a device holding an MQTT connection is normal.  Both are
     read when a connection is accepted, so ``configure()`` applies to the
     next connection.
+
+    ``ticket_delay`` (seconds) makes a TLS 1.3 server behave like one a
+    network round trip away, or one that sends its tickets late: what it
+    writes after the handshake completed (its NewSessionTickets, then
+    anything after them, in order) leaves that long after the handshake's
+    end.  The record is still published at the handshake's end.  TLS 1.2
+    tickets are part of the handshake and are never delayed.  Read at
+    accept, like ``protocol``.
     """
 
     host: str = "127.0.0.1"
@@ -86,6 +98,7 @@ class ServerConfig:
     app_timeout: float = 60.0
     protocol: str = "line"
     greeting: str = DEFAULT_GREETING
+    ticket_delay: float = 0.0
     log_path: Path | None = None  # default: <workdir>/handshakes.jsonl
 
     def __post_init__(self) -> None:
@@ -127,6 +140,7 @@ class ServerConfig:
             raise ServerConfigError(f"greeting must be one line of text, not {self.greeting!r}")
         if len(self.greeting.encode("utf-8", errors="replace")) > 1000:
             raise ServerConfigError("greeting must be at most 1000 bytes")
+        object.__setattr__(self, "ticket_delay", _ticket_delay(self.ticket_delay))
         own = [self.cert, self.key, self.ca]
         if any(own) and not all(own):
             raise ServerConfigError("give all of cert, key and ca, or none to generate them")
@@ -153,3 +167,13 @@ def _versions(value: Any) -> tuple[str, ...]:
     if not out:
         raise ServerConfigError("at least one TLS version must be enabled")
     return tuple(sorted(out))
+
+
+def _ticket_delay(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ServerConfigError(f"ticket_delay must be a number of seconds, not {value!r}")
+    if not 0 <= value <= MAX_TICKET_DELAY:  # also refuses NaN
+        raise ServerConfigError(
+            f"ticket_delay must be 0 to {MAX_TICKET_DELAY:g} s (seconds, not milliseconds), not {value!r}"
+        )
+    return float(value)

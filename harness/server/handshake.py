@@ -27,6 +27,7 @@ from harness.fingerprint import fp
 from . import app, certs
 from .clienthello import (
     CLIENT_HELLO,
+    FINISHED,
     NEW_SESSION_TICKET,
     SERVER_HELLO,
     ClientHello,
@@ -73,6 +74,7 @@ class Conn:
     protocol: str  # knobs captured at accept: configure() affects the next connection
     greeting: str
     app_timeout: float
+    ticket_delay: float = 0.0  # TLS 1.3: hold what is written after the handshake this long
     state: int = HANDSHAKE
     eof: bool = False
     first_bytes: bytes = b""
@@ -84,6 +86,21 @@ class Conn:
     ch: ClientHello | None = None
     sh: ServerHello | None = None
     tickets: list | None = None  # NewSessionTicket messages written (loop thread only)
+    # When tickets went out.  The message callback counts NewSessionTickets written
+    # (nst_new); the loop then notes where the bytes written so far end in the
+    # stream (nst_ends: a ticket is handed to the socket once bytes_out reaches its
+    # entry) and the harness clock when that happened (nst_sent).  ticket_ix maps
+    # the parsed tickets (``tickets``, hence ``issued``) to those entries.
+    nst_new: int = 0
+    nst_ends: list | None = None
+    nst_sent: list | None = None
+    ticket_ix: list | None = None
+    nst_seen: int = 0  # NewSessionTickets digested
+    server_finished: bool = False  # the server wrote a Finished (TLS 1.2: it resumed, abbreviated handshake)
+    failure: str | None = None  # OpenSSL's reason code when the handshake failed on a TLS error
+    held: bytearray | None = None  # output held back by ticket_delay (after ``pending``)
+    release_at: float | None = None  # harness clock when ``held`` goes out
+    final_due: bool = False  # the application phase ended; the file line waits for the tickets
     parse_error: str | None = None
     proto: app.Protocol | None = None
     entries: app.AppEntries | None = None
@@ -166,6 +183,7 @@ class ServerContext:
             protocol=cfg.protocol,
             greeting=cfg.greeting,
             app_timeout=cfg.app_timeout,
+            ticket_delay=cfg.ticket_delay,
         )
         sslobj.harness_conn = conn  # type: ignore[attr-defined]
         return conn
@@ -179,10 +197,16 @@ def stash_message(obj: Any, direction: str, version: int, content_type: int, msg
     if content_type == 22:
         conn = obj.harness_conn
         if conn is not None:
+            written = direction == "write"
             if conn.msgs is None:
-                conn.msgs = [(direction == "write", version, msg_type, data)]
+                conn.msgs = [(written, version, msg_type, data)]
             else:
-                conn.msgs.append((direction == "write", version, msg_type, data))
+                conn.msgs.append((written, version, msg_type, data))
+            if written and msg_type == NEW_SESSION_TICKET:
+                # Only counted: OpenSSL may still hold the record in its own write
+                # buffer here, so the loop notes where the output ends once OpenSSL
+                # returns (note_tickets).
+                conn.nst_new += 1
 
 
 def install_msg_callback(ctx: ssl.SSLContext, fn: Callable[..., None]) -> None:
@@ -204,6 +228,7 @@ def digest(conn: Conn) -> None:
     if not msgs:
         return
     tickets = []
+    ticket_ix = []
     last_out = False
     round_trips = conn.round_trips
     for written, version, msg_type, data in msgs:
@@ -221,13 +246,40 @@ def digest(conn: Conn) -> None:
             if msg_type == SERVER_HELLO:
                 conn.sh = parse_server_hello(data)
             elif msg_type == NEW_SESSION_TICKET:
+                index = conn.nst_seen
+                conn.nst_seen += 1
                 tickets.append(parse_new_session_ticket(data, tls13=version == 0x0304))
+                ticket_ix.append(index)
+            elif msg_type == FINISHED:
+                conn.server_finished = True
         except ParseError as e:
             what = "ClientHello" if msg_type == CLIENT_HELLO else f"handshake message {msg_type}"
             conn.parse_error = f"unparsable {what}: {e}"
     conn.round_trips = round_trips
     if tickets:
         conn.tickets = (conn.tickets or []) + tickets
+        conn.ticket_ix = (conn.ticket_ix or []) + ticket_ix
+
+
+def note_tickets(conn: Conn) -> None:
+    """Call when OpenSSL returns: the tickets it wrote end where the output written so far ends.
+
+    Exact to the flight (a TLS 1.3 server's tickets are a flight of their
+    own; a TLS 1.2 ticket travels with ChangeCipherSpec and Finished).
+    """
+    end = conn.bytes_out + len(conn.pending or b"") + len(conn.held or b"") + conn.outgoing.pending
+    if conn.nst_ends is None:
+        conn.nst_ends, conn.nst_sent = [], []
+    conn.nst_ends.extend([end] * conn.nst_new)
+    conn.nst_new = 0
+
+
+def tickets_sent(conn: Conn) -> list[float]:
+    """When each issued ticket (the record's ``issued``, in order) was handed to the socket, so far."""
+    sent = conn.nst_sent
+    if not sent or not conn.ticket_ix:
+        return []
+    return [sent[i] for i in conn.ticket_ix if i < len(sent)]
 
 
 # --- the record ----------------------------------------------------------------------
@@ -252,7 +304,8 @@ def make_record(
     now_stamp = clock.stamp()
     digest(conn)
     ch = conn.ch
-    verdict = lineage.judge(ch, conn.sh, version, resumed, conn.tickets_on, conn.versions, now_stamp.mono)
+    verdict = lineage.judge(ch, conn.sh, version, resumed, conn.tickets_on, conn.versions, now_stamp.mono,
+                            failure=conn.failure, server_finished=conn.server_finished)
     offered = Offered()
     if ch is not None:
         if ch.ticket:
@@ -283,6 +336,7 @@ def make_record(
         mechanism=verdict.mechanism,
         offered=offered,
         issued=issued,
+        tickets_sent_mono=tickets_sent(conn) if issued else [],
         resumed_from=verdict.resumed_from,
         rejected=verdict.rejected,
         ticket_age_ms=verdict.ticket_age_ms,

@@ -10,7 +10,18 @@ ticket-key epoch, so no secret is kept beyond what OpenSSL itself holds.
 OpenSSL tickets (TLS 1.2 RFC 5077 tickets and TLS 1.3 stateless PSK
 identities alike) start with the 16-byte name of the key that sealed them.
 Knowing the name of every key we installed tells apart a ticket from an
-earlier key epoch ("rotated") from one this server never sealed ("foreign").
+earlier key epoch ("rotated") from one this server never sealed ("foreign"),
+and a ticket sealed under today's key name that is not one we issued (its
+bytes were damaged, OpenSSL's HMAC check fails: "decrypt").
+
+Two refusals come from how the handshake failed, not from the offer alone:
+the server took a session it issued and the client then could not prove it
+holds that session's secret.  TLS 1.3: OpenSSL decrypted the PSK identity and
+the binder did not verify ("binder").  TLS 1.2: OpenSSL resumed (it sent its
+ChangeCipherSpec and Finished of an abbreviated handshake) and the Finished
+exchange failed, the client's alert or the server's own check ("finished").
+Both are what a client that stored the ticket without its secret, or with a
+wrong one, produces.
 """
 
 from __future__ import annotations
@@ -20,11 +31,27 @@ from dataclasses import dataclass, field
 
 from harness.fingerprint import fp
 
-from .clienthello import ClientHello, ServerHello
+from .clienthello import TLS12, ClientHello, ServerHello
 
 log = logging.getLogger(__name__)
 
 KEY_NAME_LEN = 16
+
+#: OpenSSL's reason when the PSK binder of a TLS 1.3 ClientHello does not verify
+BINDER_FAILURE = "BINDER_DOES_NOT_VERIFY"
+#: OpenSSL reasons that end a TLS 1.2 abbreviated handshake on its Finished exchange: the
+#: client's alert about the server's ChangeCipherSpec/Finished (it cannot decrypt or verify
+#: them), or the server's own check of the client's Finished (record or verify_data)
+FINISHED_FAILURES = frozenset({
+    "SSLV3_ALERT_BAD_RECORD_MAC",
+    "TLSV1_ALERT_DECRYPTION_FAILED",
+    "TLSV1_ALERT_DECRYPT_ERROR",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    "DECRYPTION_FAILED_OR_BAD_RECORD_MAC",
+    "DECRYPTION_FAILED",
+    "BAD_DECRYPT",
+    "DIGEST_CHECK_FAILED",
+})
 
 
 @dataclass(frozen=True)
@@ -87,8 +114,16 @@ class Lineage:
         tickets_on: bool,
         server_versions: tuple[str, ...],
         now: float,
+        *,
+        failure: str | None = None,
+        server_finished: bool = False,
     ) -> Verdict:
-        """Mechanism, resumed_from and rejection reason for a finished (or failed) handshake."""
+        """Mechanism, resumed_from and rejection reason for a finished (or failed) handshake.
+
+        ``failure`` is OpenSSL's reason code (``ssl.SSLError.reason``) when the
+        handshake failed on a TLS error; ``server_finished`` says the server
+        wrote its Finished (in TLS 1.2 before the client's: it resumed).
+        """
         v = Verdict(mechanism="full" if version else None)
         if ch is None:
             return v
@@ -100,6 +135,11 @@ class Lineage:
         offer_version = "TLSv1.3" if kind == "psk" else "TLSv1.2"
         if kind == "psk":
             self._ages(v, ch, 0, now)
+        if failure is not None:
+            own = self._own_session_failed(ch, sh, failure, server_finished)
+            if own is not None:
+                v.rejected = own
+                return v
         # A 1.2 session offered where 1.3 was negotiated (or the reverse), or to
         # a server that cannot speak that version at all.
         if (version is not None and version != offer_version) or offer_version not in server_versions:
@@ -125,9 +165,29 @@ class Lineage:
             v.rejected = "foreign"
         elif key_epoch < self.epoch:
             v.rejected = "rotated"
-        else:
-            v.rejected = "unknown"
+        else:  # today's key name on bytes we never issued: damaged, OpenSSL's HMAC check failed
+            v.rejected = "decrypt"
         return v
+
+    def _own_session_failed(
+        self, ch: ClientHello, sh: ServerHello | None, failure: str, server_finished: bool
+    ) -> str | None:
+        """``binder``/``finished`` when OpenSSL took a session this server issued and the handshake then failed."""
+        if failure == BINDER_FAILURE:
+            # OpenSSL checks a binder only after decrypting its PSK identity with our key.
+            if any(fp(p.identity) in self.tickets for p in ch.psk):
+                return "binder"
+            return None
+        if not server_finished or failure not in FINISHED_FAILURES:
+            return None
+        if sh is None or sh.version != TLS12 or sh.hello_retry:
+            return None
+        # A TLS 1.2 server writes its Finished before the client's only when it resumed.
+        if ch.ticket and fp(ch.ticket) in self.tickets:
+            return "finished"
+        if ch.session_id and fp(ch.session_id) in self.session_ids:
+            return "finished"
+        return None
 
     def primary_offer(self, ch: ClientHello) -> tuple[str | None, bytes | None]:
         """What the client really offered for resumption, in the order servers try.

@@ -19,9 +19,12 @@ Two moments in a connection's life, on purpose:
   the "closed" listeners run.  Records still open when the log closes
   (server stopped) are written then.
 
-The application fields change after publication, under the log's lock
-(:meth:`RecordLog.update`), and ``wait_for`` looks again at records it has
-already seen when one changes, so ``wait_for(lambda r: r.app_end)`` works.
+The application fields, and ``tickets_sent_mono`` (the server's last flight
+leaves just after the record is published), change after publication, under
+the log's lock (:meth:`RecordLog.update`), and ``wait_for`` looks again at
+records it has already seen when one changes, so ``wait_for(lambda r:
+r.app_end)`` works.  If the server ends a connection with tickets still to
+go (``ticket_delay``), its file line waits for them.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ from harness.errors import BenchTimeout
 log = logging.getLogger(__name__)
 
 MECHANISMS = ("full", "ticket", "session-id", "psk")
-REJECTIONS = (None, "unknown", "expired", "rotated", "tickets-off", "version", "foreign")
+#: Why an offer did not resume.  The first six: the server did not take it (a full handshake followed,
+#: or the handshake failed for another reason).  ``decrypt``: the ticket carries this server's current
+#: key name but is not one it issued (damaged bytes: OpenSSL's HMAC check fails, a full handshake
+#: follows).  ``binder`` and ``finished``: the server took its own session and the handshake then
+#: failed because the client does not hold the session's secret (the TLS 1.3 PSK binder did not
+#: verify; the TLS 1.2 Finished exchange of an abbreviated handshake failed).
+REJECTIONS = (None, "unknown", "expired", "rotated", "tickets-off", "version", "foreign", "decrypt", "binder",
+              "finished")
 
 
 @dataclass
@@ -66,6 +76,10 @@ class HandshakeRecord:
     mechanism: str | None = None
     offered: Offered = field(default_factory=Offered)
     issued: list[str] = field(default_factory=list)
+    #: harness clock when each ticket of ``issued`` (same order) was handed to the socket; filled in as
+    #: they go out (after the record is published for TLS 1.3), shorter than ``issued`` if the
+    #: connection ended before some left
+    tickets_sent_mono: list[float] = field(default_factory=list)
     resumed_from: int | None = None
     rejected: str | None = None
     ticket_age_ms: int | None = None
@@ -99,6 +113,7 @@ class HandshakeRecord:
             "mechanism": self.mechanism,
             "offered": {"ticket": o.ticket, "psk": list(o.psk), "session_id": o.session_id},
             "issued": list(self.issued),
+            "tickets_sent_mono": list(self.tickets_sent_mono),
             "resumed_from": self.resumed_from,
             "rejected": self.rejected,
             "ticket_age_ms": self.ticket_age_ms,

@@ -21,6 +21,12 @@ The record of a connection is published the moment its handshake ends
 an HTTP request, silence, an idle timeout, a TLS error) only fills the
 ``app*`` fields and ``closed_mono`` and never sets ``error``.  The JSON-lines
 file gets the record when the connection ends (see ``records.py``).
+
+``tickets_sent_mono`` is stamped in :meth:`_flush_bio`, when the socket takes
+the last byte of the flight carrying a ticket (usually just after the record
+is published).  ``ticket_delay`` holds a TLS 1.3 connection's output after the
+handshake (``Conn.held``) until a timer in the same heap as the deadlines
+releases it: the loop never sleeps.
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ from .handshake import (
     completed_record,
     digest,
     make_record,
+    note_tickets,
     stash_message,
+    tickets_sent,
     tls_reason,
 )
 from .lineage import Lineage
@@ -61,6 +69,8 @@ from .selfcheck import selfcheck
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
+# Timer kinds in the heap: the connection's deadline, or the end of its ticket_delay hold.
+DEADLINE, RELEASE = 0, 1
 CLIENT_CLOSE_NOTIFY = "client closed (close_notify)"
 _HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI", b"DELE", b"PATC", b"CONN")
 
@@ -93,7 +103,7 @@ class ReferenceServer:
         self._wake_w: socket.socket | None = None
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._conns: set[Conn] = set()
-        self._timers: list[tuple[float, int, Conn]] = []
+        self._timers: list[tuple[float, int, Conn, int]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -258,7 +268,7 @@ class ReferenceServer:
             f"versions={'/'.join(c.versions)} tickets={'on' if c.tickets else 'off'} "
             f"lifetime={c.ticket_lifetime}s tls13_tickets={c.tls13_tickets} "
             f"session_cache={'on' if c.session_cache else 'off'} client_cert={c.client_cert} "
-            f"protocol={c.protocol} app_timeout={c.app_timeout:g}s"
+            f"protocol={c.protocol} app_timeout={c.app_timeout:g}s ticket_delay={c.ticket_delay:g}s"
         )
 
     # --- OpenSSL context -----------------------------------------------------------
@@ -292,12 +302,15 @@ class ReferenceServer:
             log.exception("server loop crashed")
         finally:
             for conn in list(self._conns):
-                if conn.state == APP:  # tell the device, which may be waiting on an open connection
-                    try:
+                try:
+                    if conn.held is not None:  # no more waiting: what ticket_delay held goes first
+                        self._release(conn)
+                    if conn.state == APP:  # tell the device, which may be waiting on an open connection
                         self._close_app(conn, "server stopped")
+                    if conn.state != HANDSHAKE:
                         self._flush_bio(conn)
-                    except Exception:
-                        log.debug("close_notify at stop failed for %s", conn.peer, exc_info=True)
+                except Exception:
+                    log.debug("close_notify at stop failed for %s", conn.peer, exc_info=True)
                 self._finish(conn, "server stopped")
 
     def _drain_wake(self) -> None:
@@ -317,13 +330,22 @@ class ReferenceServer:
         timers = self._timers
         now = clock.now()
         while timers:
-            deadline, _, conn = timers[0]
-            if conn.done or deadline != conn.deadline:
+            deadline, _, conn, kind = timers[0]
+            if conn.done or deadline != (conn.deadline if kind == DEADLINE else conn.release_at):
                 heapq.heappop(timers)
                 continue
             if deadline > now:
                 return deadline - now
             heapq.heappop(timers)
+            if kind == RELEASE:
+                self._release(conn)
+                self._send(conn)
+                continue
+            if conn.held is not None and conn.state != HANDSHAKE:
+                # The server is still holding its own bytes: idle and reply limits count from their release.
+                conn.deadline = conn.release_at + conn.app_timeout  # type: ignore[operator]
+                heapq.heappush(timers, (conn.deadline, next(self._seq), conn, DEADLINE))
+                continue
             if conn.state == HANDSHAKE:
                 what = "client sent nothing" if conn.bytes_in == 0 else f"after {conn.bytes_in} bytes from the client"
                 self._finish(conn, f"handshake timed out after {self.config.handshake_timeout:g} s ({what})")
@@ -331,7 +353,7 @@ class ReferenceServer:
                 due = conn.last_in + conn.app_timeout
                 if due > now:  # data came meanwhile: the idle limit counts from the last bytes
                     conn.deadline = due
-                    heapq.heappush(timers, (due, next(self._seq), conn))
+                    heapq.heappush(timers, (due, next(self._seq), conn, DEADLINE))
                     continue
                 self._close_app(conn, f"idle timeout after {conn.app_timeout:g} s")
                 self._send(conn)
@@ -341,7 +363,23 @@ class ReferenceServer:
 
     def _set_deadline(self, conn: Conn, seconds: float) -> None:
         conn.deadline = clock.now() + seconds
-        heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn))
+        heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn, DEADLINE))
+
+    def _hold(self, conn: Conn, until: float) -> None:
+        """Keep what is written from now on (and what OpenSSL just wrote) until ``until`` (ticket_delay)."""
+        conn.held = bytearray(conn.outgoing.read())
+        conn.release_at = until
+        heapq.heappush(self._timers, (until, next(self._seq), conn, RELEASE))
+
+    @staticmethod
+    def _release(conn: Conn) -> None:
+        """What was held joins the bytes to send, in order; the caller sends."""
+        held, conn.held, conn.release_at = conn.held, None, None
+        if held:
+            if conn.pending is None:
+                conn.pending = held
+            else:
+                conn.pending += held
 
     def _accept(self) -> None:
         assert self._listen is not None and self._sel is not None
@@ -358,7 +396,7 @@ class ReferenceServer:
             peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
             conn = self._tls.new_conn(self.config, sock, peer)  # type: ignore[union-attr]
             self._conns.add(conn)
-            heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn))
+            heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn, DEADLINE))
             self._sel.register(sock, selectors.EVENT_READ, conn)
             # The ClientHello often arrives with the connection: answer it now
             # instead of after another trip through epoll.
@@ -413,6 +451,8 @@ class ReferenceServer:
         try:
             conn.sslobj.do_handshake()
         except ssl.SSLWantReadError:
+            if conn.nst_new:
+                note_tickets(conn)
             if conn.eof:
                 self._finish(conn, self._vanished(conn))
             return
@@ -420,6 +460,7 @@ class ReferenceServer:
             self._finish(conn, self._vanished(conn))
             return
         except ssl.SSLError as e:
+            conn.failure = getattr(e, "reason", None) or type(e).__name__
             digest(conn)
             self._publish(conn, self._describe_tls_error(conn, e))
             self._flush_bio(conn)  # the alert
@@ -453,14 +494,20 @@ class ReferenceServer:
 
         OpenSSL has written the server's last flight, TLS 1.3 NewSessionTickets
         included, by the time ``do_handshake`` returns, so ``issued`` and
-        ``bytes_out`` are complete here.
+        ``bytes_out`` are complete here.  With ``ticket_delay`` a TLS 1.3
+        connection's output from here on (the tickets first) is held that long
+        after the handshake's end; the record does not wait.
         """
+        if conn.nst_new:
+            note_tickets(conn)
         rec = completed_record(conn, next(self._ids), self._lineage)
         conn.state = APP
         rec.protocol = conn.protocol
         # Published before anything else can go wrong: its tickets are in the
         # lineage already, and a resumption must find the record that issued them.
         self._publish(conn, None)
+        if conn.ticket_delay > 0 and rec.version == "TLSv1.3":
+            self._hold(conn, rec.mono + conn.ticket_delay)
         conn.proto = app.make(conn.protocol, conn.greeting)
         conn.entries = app.AppEntries()
         conn.last_in = clock.now()
@@ -534,36 +581,74 @@ class ReferenceServer:
         """Bytes after the handshake: received, and written by us (sent or still queued)."""
         rec = conn.record
         assert rec is not None
-        written = conn.bytes_out + len(conn.pending or b"") + conn.outgoing.pending
+        written = conn.bytes_out + len(conn.pending or b"") + len(conn.held or b"") + conn.outgoing.pending
         return conn.bytes_in - rec.bytes_in, written - rec.bytes_out
 
-    def _end_app(self, conn: Conn, how: str) -> None:
-        """Finish the record of a completed handshake: app fields final, written to the file."""
+    def _end_app(self, conn: Conn, how: str, *, gone: bool = False) -> None:
+        """Finish the record of a completed handshake: app fields final, written to the file.
+
+        If tickets of this connection are still to go out (held by
+        ticket_delay, or not yet taken by the socket) and the connection is not
+        ``gone``, the file line waits for them (``final_due``, see
+        :meth:`_flush_bio`), so it carries their send times; ``closed_mono``
+        is then the moment they (and the close after them) left.
+        """
         if conn.app_ended or conn.record is None or not conn.published:
             return
         conn.app_ended = True
         bytes_in, bytes_out = self._app_bytes(conn)
-        self.log.update(  # type: ignore[union-attr]
-            conn.record,
-            final=True,
+        changes: dict[str, Any] = dict(
             app=conn.entries.snapshot() if conn.entries is not None else [],
             app_end=how,
             app_bytes_in=bytes_in,
             app_bytes_out=bytes_out,
-            closed_mono=clock.now(),
         )
+        if not gone and conn.nst_ends and len(conn.nst_sent) < len(conn.nst_ends):  # type: ignore[arg-type]
+            conn.final_due = True
+            self.log.update(conn.record, **changes)  # type: ignore[union-attr]
+        else:
+            self.log.update(conn.record, final=True, closed_mono=clock.now(), **changes)  # type: ignore[union-attr]
         log.debug("connection #%d from %s ended: %s", conn.record.id, conn.peer, how)
 
+    def _tickets_out(self, conn: Conn) -> None:
+        """``bytes_out`` passed the end of one or more tickets: stamp them, update the record."""
+        now = clock.now()
+        ends, sent = conn.nst_ends, conn.nst_sent
+        assert ends is not None and sent is not None
+        while len(sent) < len(ends) and conn.bytes_out >= ends[len(sent)]:
+            sent.append(now)
+        rec = conn.record
+        if rec is None or not conn.published or not rec.issued:
+            return  # make_record picks the times up
+        changes: dict[str, Any] = {"tickets_sent_mono": tickets_sent(conn)}
+        if conn.final_due and len(sent) == len(ends):
+            conn.final_due = False
+            changes["closed_mono"] = now
+            changes["final"] = True
+        self.log.update(rec, **changes)  # type: ignore[union-attr]
+
     def _flush_bio(self, conn: Conn) -> None:
+        if conn.nst_new:
+            note_tickets(conn)
         data = conn.outgoing.read()
         if data:
-            if conn.pending is None:
+            if conn.held is not None:
+                conn.held += data
+            elif conn.pending is None:
                 conn.pending = bytearray(data)
             else:
                 conn.pending += data
-        if conn.pending:
+        while conn.pending:
+            chunk: bytes | bytearray = conn.pending
+            split = False
+            if conn.final_due:
+                # The file line (final once the tickets are out) must exist before
+                # the bytes after them, the close among them, reach the client.
+                cut = conn.nst_ends[-1] - conn.bytes_out  # type: ignore[index]
+                if 0 < cut < len(chunk):
+                    chunk, split = bytes(chunk[:cut]), True
             try:
-                sent = conn.sock.send(conn.pending)
+                sent = conn.sock.send(chunk)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -571,6 +656,11 @@ class ReferenceServer:
                 return
             conn.bytes_out += sent
             del conn.pending[:sent]
+            if conn.nst_ends and len(conn.nst_sent) < len(conn.nst_ends) \
+                    and conn.bytes_out >= conn.nst_ends[len(conn.nst_sent)]:  # type: ignore[arg-type]
+                self._tickets_out(conn)
+            if not split or sent < len(chunk):
+                break
 
     def _send(self, conn: Conn) -> None:
         try:
@@ -579,7 +669,7 @@ class ReferenceServer:
             self._finish(conn, f"connection error: {e}")
             return
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)
-        if conn.state == CLOSING and not conn.pending:
+        if conn.state == CLOSING and not conn.pending and conn.held is None:
             try:
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError:
@@ -629,7 +719,10 @@ class ReferenceServer:
         if conn.state == HANDSHAKE:
             self._publish(conn, reason)
         else:
-            self._end_app(conn, reason or "connection closed")
+            self._end_app(conn, reason or "connection closed", gone=True)
+            if conn.final_due:  # it ended with tickets still unsent: write what is known
+                conn.final_due = False
+                self.log.update(conn.record, final=True, closed_mono=clock.now())  # type: ignore[union-attr]
         conn.done = True
         self._conns.discard(conn)
         try:
@@ -641,7 +734,7 @@ class ReferenceServer:
         # the OpenSSL objects now instead of holding thousands of them.
         conn.sslobj.harness_conn = None  # type: ignore[attr-defined]
         conn.sslobj = conn.incoming = conn.outgoing = None  # type: ignore[assignment]
-        conn.msgs = conn.pending = conn.proto = None  # type: ignore[assignment]
+        conn.msgs = conn.pending = conn.held = conn.proto = None  # type: ignore[assignment]
 
     # --- message callback (hot path: one Python call per message, see handshake.py) ------
 

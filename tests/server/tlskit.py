@@ -109,3 +109,95 @@ class PyClient:
                 reused = tls.session_reused
                 self.session = tls.session
         return reused, echo
+
+
+# --- tlslite-ng: a client whose stored session the tests can damage ------------------------
+
+
+@dataclass
+class LiteResult:
+    """One tlslite-ng connection: how it went, and the session it ends with."""
+
+    resumed: bool
+    echo: bytes
+    session: object | None
+    error: Exception | None = None
+    handshake_mono: float | None = None  # harness clock when the client's handshake completed
+    echo_mono: float | None = None  # ... when the server's reply arrived
+
+
+def _lite_connection_class():
+    from tlslite.tlsconnection import TLSConnection
+
+    class FallbackConnection(TLSConnection):
+        """tlslite takes any TLS 1.2 ticket offer for accepted; this one sees the refusal and goes on full.
+
+        The server echoes the client's session id only when it takes the
+        ticket (RFC 5077 3.4), so the offer carries a fresh random session id.
+        """
+
+        def _clientResume(self, session, serverHello, clientRandom, nextProto, settings):  # noqa: N802,N803
+            if session is not None and session.tls_1_0_tickets and session.sessionID \
+                    and serverHello.session_id != session.sessionID:
+                session.tls_1_0_tickets = []
+                session.sessionID = bytearray(0)
+            yield from super()._clientResume(session, serverHello, clientRandom, nextProto, settings)
+
+    return FallbackConnection
+
+
+def lite_connect(srv, version: str, session=None, line: bytes = b"tlslite\n") -> LiteResult:
+    """Handshake with tlslite-ng (``version`` "1.2" or "1.3"), send a line, read until the server closes.
+
+    ``session`` is used as given (tests damage it on purpose); a TLS 1.2
+    ticket offer gets a fresh random session id so a refusal is seen.
+    """
+    import os
+
+    from tlslite.handshakesettings import HandshakeSettings
+
+    from harness import clock
+
+    settings = HandshakeSettings()
+    settings.minVersion = settings.maxVersion = {"1.2": (3, 3), "1.3": (3, 4)}[version]
+    if session is not None and version == "1.2" and session.tls_1_0_tickets:
+        session.sessionID = bytearray(os.urandom(32))
+    with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+        conn = _lite_connection_class()(sock)
+        try:
+            conn.handshakeClientCert(serverName="server.test", session=session, settings=settings)
+        except Exception as e:  # the alert or error the client saw: the test judges it
+            return LiteResult(False, b"", None, e)
+        shook = clock.now()
+        conn.write(line)
+        echo = b""
+        got = None
+        while True:
+            data = conn.read()
+            if not data:
+                break
+            got = got or clock.now()
+            echo += data
+        conn.close()
+        return LiteResult(bool(conn.resumed), echo, conn.session, None, shook, got)
+
+
+def damaged(session, *, secret: bool = False, ticket_byte: int | None = None):
+    """A copy of a tlslite session with its secret changed or one byte of its ticket flipped."""
+    import copy
+
+    s = copy.deepcopy(session)
+    tls13 = bool(s.tickets)
+    if secret:
+        if tls13:
+            s.resumptionMasterSecret = bytearray(s.resumptionMasterSecret)
+            s.resumptionMasterSecret[0] ^= 0xFF
+        else:
+            s.masterSecret = bytearray(s.masterSecret)
+            s.masterSecret[0] ^= 0xFF
+    if ticket_byte is not None:
+        ticket = s.tickets[0] if tls13 else s.tls_1_0_tickets[0]
+        raw = bytearray(ticket.ticket)
+        raw[ticket_byte] ^= 0xFF
+        ticket.ticket = raw
+    return s

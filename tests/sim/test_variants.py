@@ -110,3 +110,37 @@ def test_torn_write_writes_in_place_and_still_boots(variant_rig, server):
     time.sleep(10 * TAU)
     text = power_on(psu, con)  # whatever it read, it boots
     assert "slot B" not in text and "ready" in text
+
+
+def test_early_store_saves_a_tls13_session_without_its_ticket(variant_rig, server):
+    bench, psu, con = variant_rig("early-store")
+    out = connect(con, server)
+    # The store happens before the application exchange, so before the summary line.
+    assert out.index("flash: writing slot A seq 1") < out.index("app: sent"), out
+    assert "session stored" in out
+    out = connect(con, server)
+    assert "tls: offering nothing (stored session holds no ticket)" in out and "resumed=no" in out, out
+
+
+def test_early_store_is_harmless_in_tls12(variant_rig, server):
+    bench, psu, con = variant_rig("early-store")
+    connect(con, server, "tls1.2")
+    assert "resumed=yes" in connect(con, server, "tls1.2")
+
+
+def test_ignores_tickets_never_stores_a_tls13_session(variant_rig, server):
+    bench, psu, con = variant_rig("ignores-tickets")
+    out = connect(con, server)
+    assert "session not stored (server issued no ticket)" in out and "flash: writing" not in out, out
+    assert "offering nothing (no stored session)" in connect(con, server)
+    connect(con, server, "tls1.2")
+    assert "resumed=yes" in connect(con, server, "tls1.2"), "TLS 1.2 tickets are part of the handshake"
+
+
+@pytest.mark.parametrize("version", ["tls1.2", "tls1.3"])
+def test_ticket_only_offers_a_ticket_the_server_cannot_use(variant_rig, server, version):
+    bench, psu, con = variant_rig("ticket-only")
+    connect(con, server, version)
+    out = connect(con, server, version)
+    assert "tls: offering" in out and "falling back to full handshake" in out, out
+    assert "resumed=no" in out

@@ -167,8 +167,8 @@ def decode_payload(tls_version: int, payload: bytes) -> StoredSession:
         raise RecordError("server name is not UTF-8") from None
     if not name.isprintable():
         raise RecordError("server name is not printable")
-    if not fields[TAG_SECRET] or not fields[TAG_TICKET]:
-        raise RecordError("empty secret or ticket")
+    if not fields[TAG_SECRET]:
+        raise RecordError("empty secret")  # a session without a ticket (TLS 1.3, stored early) is still a record
     return StoredSession(
         tls_version=tls_version,
         server_name=name,

@@ -21,6 +21,7 @@ The current model is fed through ``--state-fd``: one word per line
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -363,6 +364,8 @@ class Firmware:
         code = 4 if s.tls_version == 4 else 3
         if not (lo[1] <= code <= hi[1]):
             return None, 0.0, f"stored session is {s.version_name}"
+        if not s.ticket:
+            return None, 0.0, "stored session holds no ticket"
         age = self._age(s)
         if s.tls_version == 4 and age < 0:
             return None, age, "ticket age negative: clock went backwards"
@@ -422,7 +425,8 @@ class Firmware:
             return
         c.state("idle")
         c.line(outcome.summary)
-        self._store(outcome)
+        if not self.variant.store_early:
+            self._store(outcome)
         if outcome.live is not None:
             self.live = outcome.live
             c.line(f"app: {self.live.name}: holding connection for {p.hold_s:g}s")
@@ -431,8 +435,12 @@ class Firmware:
     def _handshake(self, host: str, port: int, versions: Range, name: str, session: object,
                    uptime: bool, fallback: bool = True) -> Outcome:
         p = self.personality
+        v = self.variant
+        # The early-store bug: the session is saved the moment the handshake returns.
+        early = (lambda new: self._store_session(new, resumed=False)) if v.store_early else None
         return handshake_and_talk(host, port, versions, name, session, self.ca_file, self.rtc.now(), uptime,
-                                  fallback=fallback, app=make_client(p.app, p.client_id), hold_s=p.hold_s)
+                                  fallback=fallback, app=make_client(p.app, p.client_id), hold_s=p.hold_s,
+                                  take_tickets=v.take_tickets, on_handshake=early)
 
     def _connect(self, host: str, port: int, versions: Range, name: str,
                  offer: StoredSession | None, age: float) -> Outcome:
@@ -442,9 +450,12 @@ class Firmware:
         try:
             outcome = self._handshake(host, port, versions, name, session, uptime, fallback=self.variant.fallback)
         except HandshakeFailed as exc:
-            if not (exc.offered and offer is not None and offer.tls_version == 3):
+            # A handshake that fails because of what was offered (TLS 1.2: a
+            # refused ticket with tlslite; any version: a secret that does not
+            # match the ticket) is retried without it.
+            if not (exc.offered and offer is not None):
                 raise
-            log.info("TLS 1.2 handshake with offered ticket failed: %s", exc.reason)
+            log.info("handshake with an offered session failed: %s", exc.reason)
             if not self.variant.fallback:
                 raise HandshakeFailed("server refused session", True) from None
             c.warn("tls: server refused session, falling back to full handshake")
@@ -462,16 +473,21 @@ class Firmware:
         return outcome
 
     def _store(self, outcome: Outcome) -> None:
+        self._store_session(outcome.new_session, outcome.resumed)
+
+    def _store_session(self, new: StoredSession | None, resumed: bool) -> None:
         c = self.console
-        new = outcome.new_session
         if new is None:
-            if outcome.resumed:
+            if resumed:
                 c.line("session unchanged (server issued no new ticket)")
             else:
                 c.warn("session not stored (server issued no ticket)")
             return
-        if outcome.resumed and not self.variant.renew:
+        if resumed and not self.variant.renew:
             return  # the no-renew bug: the fresh ticket is silently dropped
+        if not self.variant.keep_secret:
+            # The ticket-only bug: "the ticket is the session"; the secret slot is left zeroed.
+            new = dataclasses.replace(new, secret=bytes(len(new.secret)))
         if not self.variant.persist:
             self.held = Held(new, None, 0)
             c.line("session stored in RAM")

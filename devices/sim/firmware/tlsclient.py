@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -121,8 +122,7 @@ def restore(stored: StoredSession, age_s: float) -> Session:
                        stored.server_name, resumable=True, extendedMasterSecret=True,
                        resumptionMasterSecret=bytearray(stored.secret), tickets=[nst])
     else:
-        ticket = Ticket(bytearray(stored.ticket), stored.lifetime_s, bytearray(stored.secret),
-                        stored.cipher_suite)
+        ticket = Ticket(bytearray(stored.ticket), stored.lifetime_s, bytearray(stored.secret), stored.cipher_suite)
         ticket.time_received = received
         # A fresh random session ID beside the ticket: its echo tells acceptance.
         session.create(bytearray(stored.secret), bytearray(os.urandom(32)), stored.cipher_suite, None, None, None,
@@ -207,13 +207,18 @@ def _name_matches(pattern: str, name: str) -> bool:
 def handshake_and_talk(host: str, port: int, versions: tuple[tuple[int, int], tuple[int, int]], name: str,
                        offer: Session | None, ca_file: Path | None, rtc_now: float, uptime_clock: bool,
                        fallback: bool = True, timeout: float = 10.0, app: AppClient | None = None,
-                       hold_s: float = 0.0) -> Outcome:
+                       hold_s: float = 0.0, take_tickets: bool = True,
+                       on_handshake: Callable[[StoredSession | None], None] | None = None) -> Outcome:
     """One TCP connection: handshake, verify, the application exchange, then close.
 
     ``versions`` is the (min, max) range offered in the ClientHello; ``app``
     the protocol spoken after the handshake (default: one line and its
     echo).  With ``hold_s`` > 0 a connection the server left open is not
     closed but handed back in ``Outcome.live`` for the shell to keep.
+    ``on_handshake`` gets the session as it stands the moment the handshake
+    returns, before any application byte (in TLS 1.3 that session holds no
+    ticket yet: the early-store bug stores it).  ``take_tickets=False``
+    drops TLS 1.3 tickets, as a stack that ignores NewSessionTicket does.
 
     Raises :class:`HandshakeFailed`; never lets a tlslite or socket error out.
     """
@@ -246,14 +251,16 @@ def handshake_and_talk(host: str, port: int, versions: tuple[tuple[int, int], tu
             chain = [bytes(c.bytes) for c in conn.session.serverCertChain.x509List] \
                 if conn.session.serverCertChain else []
             verify_certificate(chain, ca_file, name, None if uptime_clock else rtc_now)
+        # A real RTC counts whole seconds; an uptime counter counts ms.
+        now_ms = int(rtc_now * 1000) if uptime_clock else int(rtc_now) * 1000
+        if on_handshake is not None:
+            on_handshake(_extract(conn, tls13, name, now_ms, uptime_clock, take_tickets, early=True)[0])
         pipe = TlsPipe(conn, sock)
         try:
             result = app.exchange(pipe, name, hold=hold_s > 0)
         except AppFailed as exc:
             raise HandshakeFailed(exc.reason, False) from None
-        # A real RTC counts whole seconds; an uptime counter counts ms.
-        now_ms = int(rtc_now * 1000) if uptime_clock else int(rtc_now) * 1000
-        new_session, renewed = _extract(conn, tls13, name, now_ms, uptime_clock)
+        new_session, renewed = _extract(conn, tls13, name, now_ms, uptime_clock, take_tickets)
         if hold_s > 0 and not pipe.closed:
             live = LiveConnection(pipe, app, time.monotonic() + hold_s)
         return Outcome(version="TLSv1.3" if tls13 else "TLSv1.2",
@@ -272,13 +279,20 @@ def handshake_and_talk(host: str, port: int, versions: tuple[tuple[int, int], tu
                 sock.close()
 
 
-def _extract(conn: TLSConnection, tls13: bool, name: str, now_ms: int,
-             uptime_clock: bool) -> tuple[StoredSession | None, bool]:
-    """The session worth storing after this connection, and whether it is new."""
+def _extract(conn: TLSConnection, tls13: bool, name: str, now_ms: int, uptime_clock: bool,
+             take_tickets: bool = True, early: bool = False) -> tuple[StoredSession | None, bool]:
+    """The session worth storing after this connection, and whether it is new.
+
+    ``early``: the session as a stack hands it out right after the handshake,
+    even when it holds no ticket yet (TLS 1.3: the secret, no ticket).
+    """
     s = conn.session
     if tls13:
-        tickets = list(conn.tickets or [])
+        tickets = list(conn.tickets or []) if take_tickets else []
         if not tickets:
+            if early:
+                return StoredSession(4, name, s.cipherSuite, bytes(s.resumptionMasterSecret), b"", 0, now_ms,
+                                     0, b"", b"", True, uptime_clock), True
             return None, False
         t = tickets[-1]
         return StoredSession(4, name, s.cipherSuite, bytes(s.resumptionMasterSecret), bytes(t.ticket),

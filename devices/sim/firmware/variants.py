@@ -22,6 +22,9 @@ class Variant:
     fallback: bool = True       # False: give up when the server refuses the stored session
     uptime_clock: bool = False  # True: ticket age counted from boot, not from the RTC
     check_name: bool = True     # False: offer the session to any server name
+    store_early: bool = False   # True: store right after the handshake, before the TLS 1.3 ticket is read
+    take_tickets: bool = True   # False: TLS 1.3 NewSessionTickets are never taken in
+    keep_secret: bool = True    # False: only the ticket is persisted, not the session's secret
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -32,6 +35,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("no-fallback", "gives up (connect failed) when the server refuses the stored session", fallback=False),
     Variant("uptime-clock", "ticket age from uptime: after power loss a TLS 1.3 ticket looks invalid", uptime_clock=True),
     Variant("any-server", "offers the stored session to whatever server it connects to", check_name=False),
+    Variant("early-store", "stores the session right after the handshake, before the TLS 1.3 ticket arrives",
+            store_early=True),
+    Variant("ignores-tickets", "never takes in TLS 1.3 NewSessionTickets (like Mbed TLS >= 3.6.1 without "
+            "the opt-in)", take_tickets=False),
+    Variant("ticket-only", "persists the ticket bytes but not the session's secret", keep_secret=False),
 )}
 
 
