@@ -123,13 +123,13 @@ def uptime_age(issuer: HandshakeRecord, first: HandshakeRecord, boots: Sequence[
     if at_offer >= at_ticket:
         return None
     real = _began(first) - sent[0]
-    return (f"most likely ticket age from uptime: the ticket arrived {at_ticket:.1f} s after the device booted "
-            f"at {hhmmss(before[-1].mono)} and handshake #{first.id} began {at_offer:.1f} s after the boot at "
-            f"{hhmmss(after[-1].mono)}, so to a clock that restarts at boot the ticket was "
-            f"{(at_offer - at_ticket) * 1000:.0f} ms old (from the future) while the server measured "
-            f"{real * 1000:.0f} ms: keep the ticket's receive time on a clock that survives power loss (RTC). "
-            f"Otherwise the stored session was not restored, was erased, or held no ticket (stored before it "
-            f"arrived)")
+    return (f"ticket age from uptime, or a session stored without its ticket: the ticket arrived "
+            f"{at_ticket:.1f} s after the device booted at {hhmmss(before[-1].mono)} and handshake #{first.id} "
+            f"began {at_offer:.1f} s after the boot at {hhmmss(after[-1].mono)}, so to a clock that restarts at "
+            f"boot the ticket was {(at_offer - at_ticket) * 1000:.0f} ms old (from the future) while the server "
+            f"measured {real * 1000:.0f} ms: keep the ticket's receive time on a clock that survives power loss "
+            f"(RTC). A TLS 1.3 session stored before its ticket arrived offers nothing either "
+            f"(tls13_tickets_arrive_late tells the two apart); else it was not restored, or erased")
 
 
 def age_mismatch(record: HandshakeRecord) -> str | None:

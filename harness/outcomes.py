@@ -53,12 +53,15 @@ class Code(str, Enum):
     NO_SESSION_BEFORE_CUT = ("no-session-before-cut", "no handshake completed before the power cut, so there "
                              "was no session to keep", "the scenario must connect before cutting power")
     NOTHING_OFFERED = ("nothing-offered", "full handshake, the device offered nothing; the message says whether "
-                       "it ever printed \"session stored\"", "not stored (RAM only), not restored, or thrown away "
-                       "by the firmware's clock check")
+                       "it ever printed \"session stored\", and when, against when the server sent the ticket",
+                       "not stored (RAM only), stored before the TLS 1.3 ticket arrived, tickets never taken in, "
+                       "ticket age from uptime, not restored")
     STALE_SESSION = ("stale-session", "resumed (or offered) an older session than the newest one issued",
                      "renewed tickets not stored")
     REFUSED = ("refused", "offered, refused by the server: `expired`, `rotated`, `foreign`, `version`, "
-               "`tickets-off`, `unknown`", "server-side change while off, or a damaged record")
+               "`tickets-off`, `unknown`; or recognised but unusable: `binder` (TLS 1.3), `finished` (TLS 1.2), "
+               "`decrypt` (damaged ticket)", "server-side change while off, a ticket stored without its secret, "
+               "a damaged record, or a session offered to the wrong server")
     NO_FALLBACK = ("no-fallback", "offered, refused, and the device gave up instead of doing a full handshake",
                    "missing fallback path")
     WRONG_VERSION = ("wrong-version", "a handshake in another TLS version than the step names, or a failed one "

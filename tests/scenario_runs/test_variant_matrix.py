@@ -35,7 +35,10 @@ VARIANTS = ["correct", "ram-only", "no-renew", "torn-write", "no-fallback", "upt
             "early-store", "ignores-tickets", "ticket-only"]
 SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml")
                    if p.stem != "soak_random_power_cuts")
-#: variants that run only these scenarios (the others run every one)
+#: scenarios only the correct firmware runs: proofs of the correct build that no variant is aimed at (a torn
+#: *first* record fails every variant's own parsing, so the first-write sweep passes them all and costs 3 minutes)
+ONLY_CORRECT = {"power_cut_during_first_session_write"}
+#: variants that run only these scenarios (the others run every one but ONLY_CORRECT)
 FOCUS = {
     "early-store": ["tls13_tickets_arrive_late", "resume_after_power_loss", "soft_reconnect_and_power_loss"],
     "ignores-tickets": ["tls13_tickets_arrive_late", "resume_after_power_loss", "soft_reconnect_and_power_loss"],
@@ -60,10 +63,12 @@ EXPECTED: dict[str, dict[str, object]] = {
         "server_identity_changed": "nothing-offered",
         "long_power_off_without_clock": "nothing-offered",
         "tls12_session_meets_tls13_only_server": "nothing-offered",
+        "tls13_tickets_arrive_late": "nothing-offered",
     },
     "no-renew": {
         "repeated_power_cycles[tls1.3]": "stale-session",
         "soft_reconnect_and_power_loss[tls1.3]": "stale-session",
+        "tls13_tickets_arrive_late": "stale-session",
         # It never writes the renewed session, so the cut has no write to land in.
         "power_cut_during_session_write": "trigger-not-seen",
     },
@@ -90,7 +95,9 @@ EXPECTED: dict[str, dict[str, object]] = {
         "ticket_expired_during_power_off[tls1.3]": {"nothing-offered", "wrong-reason"},
         "server_keys_rotated_during_power_off[tls1.3]": "nothing-offered",
         "tls12_session_meets_tls13_only_server": "nothing-offered",
-        "power_cut_during_session_write": {P, "nothing-offered"},
+        # The device can never resume a TLS 1.3 session after a power loss, so not after a cut in a write either.
+        "power_cut_during_session_write": "nothing-offered",
+        "tls13_tickets_arrive_late": "nothing-offered",
     },
     "any-server": {"server_identity_changed": "refused"},
     "early-store": {
@@ -168,7 +175,8 @@ def expected_for(variant: str, test: str) -> object:
 
 
 def _run(variant: str, tmp: Path) -> dict[str, Outcome]:
-    files = [f"scenarios/{name}.yaml" for name in FOCUS.get(variant, SCENARIOS)]
+    names = FOCUS.get(variant, SCENARIOS)
+    files = [f"scenarios/{name}.yaml" for name in names if variant == "correct" or name not in ONLY_CORRECT]
     results, _ = run_suite(tmp / variant, "--sim-variant", variant, *files, timeout=1500)
     return results
 
@@ -180,6 +188,7 @@ def test_variant_matrix(tmp_path: Path) -> None:
         matrix = {v: f.result() for v, f in futures.items()}
     tests = sorted({t for results in matrix.values() for t in results}, key=_natural)
     assert {t.split("[")[0] for t in tests} == set(SCENARIOS), tests
+    assert {t.split("[")[0] for t in matrix["correct"]} == set(SCENARIOS), "the correct firmware runs every scenario"
 
     rows = ["| scenario | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
     wrong = []
@@ -187,7 +196,9 @@ def test_variant_matrix(tmp_path: Path) -> None:
         cells = []
         for variant in VARIANTS:
             result = matrix[variant].get(test)
-            if result is None and variant in FOCUS and test.split("[")[0] not in FOCUS[variant]:
+            base = test.split("[")[0]
+            if result is None and (variant in FOCUS and base not in FOCUS[variant] or
+                                   variant != "correct" and base in ONLY_CORRECT):
                 cells.append("-")
                 continue
             got = code_of(result) if result else "missing"
