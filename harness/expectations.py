@@ -42,6 +42,8 @@ def _first_after(name: str) -> Judge:
 
 EXPECTATIONS: dict[str, Judge] = {
     "resumed_across_power_loss": lambda ev, ask: verdict.resumed_across_power_loss(ev, cut_index=ask.cut),
+    # The same, except that a cut inside a session write may leave the last session fully stored.
+    "resumed_last_stored": lambda ev, ask: verdict.resumed_last_stored(ev, cut_index=ask.cut),
     # Passes only when the verdict refuses to call the cut a power loss.
     "power_not_cut": lambda ev, ask: verdict.power_not_cut(ev, cut_index=ask.cut),
     "no_handshake": lambda ev, ask: verdict.no_handshake(ev, ask.since or ask.start),

@@ -97,13 +97,19 @@ def ticketless_store(lines: Sequence[Line], issuer: HandshakeRecord, until: floa
     stored = _matching(lines, session_stored, _began(issuer), until)
     count = f"{len(sent)} ticket(s) in handshake #{issuer.id} (the first at {hhmmss(sent[0])})"
     if session_stored and not stored:
-        return (f"tickets never taken in: the server sent {count} and the device never stored a session "
-                f"nor offered one: {TICKETS_IGNORED}")
-    said = f" (it printed '{stored[-1].text}' at {hhmmss(stored[-1].mono)})" if stored else ""
-    return (f"the session the device kept held no ticket although the server sent {count}{said}: either it "
-            f"was taken before the stack read the ticket (stored too early: {STORE_AFTER_TICKET}) or the "
-            f"stack never takes tickets in ({TICKETS_IGNORED}); a server that sends its tickets late "
-            f"(server: {{ticket_delay: 0.3}}) tells the two apart")
+        return (f"tickets never taken in, or the session never kept: the server sent {count}, and the device "
+                f"neither stored a session nor offered one on a reconnect without power loss (a firmware "
+                f"keeping it only in RAM would have): its TLS stack ignores the tickets ({TICKETS_IGNORED}), "
+                f"or the application never keeps the session")
+    if stored:
+        return (f"the device printed '{stored[-1].text}' at {hhmmss(stored[-1].mono)}, after the server sent "
+                f"{count}, yet offered nothing on a reconnect without power loss: what it stored held no ticket "
+                f"(taken before the stack read it, or a stack that ignores tickets: {TICKETS_IGNORED}), or it "
+                f"does not offer what it stored; a server that sends its tickets late "
+                f"(server: {{ticket_delay: 0.3}}) shows a store made too early")
+    return (f"the server sent {count} and the device offered nothing on a reconnect without power loss: its "
+            f"stack ignores the tickets ({TICKETS_IGNORED}), it keeps the session before the ticket arrives "
+            f"({STORE_AFTER_TICKET}), or it does not offer what it keeps")
 
 
 def uptime_age(issuer: HandshakeRecord, first: HandshakeRecord, boots: Sequence[Boot]) -> str | None:
@@ -123,13 +129,14 @@ def uptime_age(issuer: HandshakeRecord, first: HandshakeRecord, boots: Sequence[
     if at_offer >= at_ticket:
         return None
     real = _began(first) - sent[0]
-    return (f"ticket age from uptime, or a session stored without its ticket: the ticket arrived "
-            f"{at_ticket:.1f} s after the device booted at {hhmmss(before[-1].mono)} and handshake #{first.id} "
-            f"began {at_offer:.1f} s after the boot at {hhmmss(after[-1].mono)}, so to a clock that restarts at "
-            f"boot the ticket was {(at_offer - at_ticket) * 1000:.0f} ms old (from the future) while the server "
-            f"measured {real * 1000:.0f} ms: keep the ticket's receive time on a clock that survives power loss "
-            f"(RTC). A TLS 1.3 session stored before its ticket arrived offers nothing either "
-            f"(tls13_tickets_arrive_late tells the two apart); else it was not restored, or erased")
+    return (f"session stored but not offered after boot: not restored, erased, or judged invalid by the "
+            f"firmware. A ticket age from uptime does exactly this: the ticket arrived {at_ticket:.1f} s after "
+            f"the device booted at {hhmmss(before[-1].mono)} and handshake #{first.id} began {at_offer:.1f} s "
+            f"after the boot at {hhmmss(after[-1].mono)}, so to a clock that restarts at boot the ticket was "
+            f"{(at_offer - at_ticket) * 1000:.0f} ms old (from the future) while the server measured "
+            f"{real * 1000:.0f} ms: keep the ticket's receive time on a clock that survives power loss (RTC). "
+            f"So does a TLS 1.3 session stored before its ticket arrived (tls13_tickets_arrive_late tells "
+            f"the two apart)")
 
 
 def age_mismatch(record: HandshakeRecord) -> str | None:

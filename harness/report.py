@@ -221,8 +221,9 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
     out.extend(_per_version(results))
     stored = [b for r in results for b in r.stored_bytes]
     if stored:
-        out.append(f"stored session record (as the device reported it): median {statistics.median(stored):.0f} "
-                   f"bytes (min {min(stored)}, max {max(stored)}, {len(stored)} writes)")
+        out.append(f"stored session size (as the device's own line reports it, {len(stored)} writes begun, cut "
+                   f"ones included): median {statistics.median(stored):.0f} bytes (min {min(stored)}, "
+                   f"max {max(stored)})")
     for r in results:
         if r.outcome == "failed":
             out.append(f"FAILED {r.nodeid}: {r.verdict}")

@@ -440,7 +440,7 @@ def nothing_offered(cut: CutEvidence) -> Verdict | None:
             f"before the cut it received {issued} in handshake #{expected.id} at {hhmmss(expected.mono)}")
     early = fieldbugs.stored_too_early(ev.lines, expected, cut.off, ev.flash_write, ev.session_stored)
     if ev.session_stored and stored is None:
-        ignored = _tickets_ignored_before(ev, expected, cut.off)
+        ignored = _tickets_ignored_before(ev, cut.off)
         cause = ignored or "session not stored in non-volatile memory (kept only in RAM?)"
         if not ignored and fieldbugs.sent_tickets(expected) and expected.version == "TLSv1.3":
             cause += ("; or its TLS stack never takes TLS 1.3 tickets in (a reconnect without power loss tells "
@@ -454,19 +454,20 @@ def nothing_offered(cut: CutEvidence) -> Verdict | None:
     return Verdict(False, Code.NOTHING_OFFERED, base + said, cause=cause, records=cut.shown, lines=cut.lines)
 
 
-def _tickets_ignored_before(ev: Evidence, issuer: HandshakeRecord, until: float) -> str | None:
-    """A reconnect without power loss that offered nothing after TLS 1.3 tickets: proof they were never taken in.
+def _tickets_ignored_before(ev: Evidence, until: float) -> str | None:
+    """Earlier in the scenario, a reconnect without power loss offered nothing after TLS 1.3 tickets were sent.
 
     A firmware that keeps its session only in RAM resumes on such a
-    reconnect; one whose stack drops the tickets has nothing to offer even then.
+    reconnect; one whose stack drops the tickets has nothing to offer even
+    then.  Any such pair before ``until`` tells, not only the last one.
     """
-    if issuer.version != "TLSv1.3" or not fieldbugs.sent_tickets(issuer):
-        return None
-    for r in ev.records_between(issuer.mono, until):
-        if any(issuer.mono < b.mono < began(r) for b in ev.boots):
-            return None
-        if completed(r) and not offered_anything(r):
-            return fieldbugs.ticketless_store(ev.lines, issuer, began(r), ev.flash_write, ev.session_stored)
+    done = [r for r in ev.records_between(None, until) if completed(r)]
+    for issuer, nxt in zip(done, done[1:]):
+        if issuer.version != "TLSv1.3" or not fieldbugs.sent_tickets(issuer) or offered_anything(nxt):
+            continue
+        if any(issuer.mono < b.mono < began(nxt) for b in ev.boots):
+            continue
+        return fieldbugs.ticketless_store(ev.lines, issuer, began(nxt), ev.flash_write, ev.session_stored)
     return None
 
 
@@ -492,14 +493,18 @@ def refused(cut: CutEvidence) -> Verdict:
     """What is left once every other check passed: the device offered, the server refused."""
     first = cut.first
     reason = first.rejected
-    issuer, elsewhere = cut.ev.issuer_of(first)
     how = "failed" if first.error else "was full"
-    cause = fieldbugs.secret_missing(first, issuer) or \
-        (fieldbugs.wrong_server(first, issuer, elsewhere) if elsewhere else None) or \
-        REFUSAL_CAUSES.get(reason or "", "server-side refusal")
     return Verdict(False, Code.REFUSED, f"after {cut.when} the device offered a session but the server refused it "
                    f"({reason or 'no reason recorded'}); handshake #{first.id} {how}",
-                   cause=cause, records=cut.shown, lines=cut.lines)
+                   cause=refusal_cause(cut.ev, first), records=cut.shown, lines=cut.lines)
+
+
+def refusal_cause(ev: Evidence, record: HandshakeRecord) -> str:
+    """Why an offer was refused, most precise first: its secret, the wrong server, then the server's reason."""
+    issuer, elsewhere = ev.issuer_of(record)
+    return fieldbugs.secret_missing(record, issuer) or \
+        (fieldbugs.wrong_server(record, issuer, elsewhere) if elsewhere else None) or \
+        REFUSAL_CAUSES.get(record.rejected or "", "server-side refusal")
 
 
 #: the questions of the central verdict, in the order a firmware engineer asks them; :func:`refused` concludes
@@ -525,6 +530,32 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
         return Verdict(False, Code.NO_POWER_CUT, "no completed power cut in this scenario: nothing to judge",
                        records=list(ev.records)[-5:])
     return first_verdict(CUT_CHECKS, cut) or refused(cut)
+
+
+def resumed_last_stored(ev: Evidence, cut_index: int = -1) -> Verdict:
+    """After a cut inside a session write: the newest session the device had finished storing, or a newer one.
+
+    The central verdict asks for the newest session issued before the cut.
+    A cut inside the write of that session may fairly leave the device with
+    the one before it, which A/B slots keep, so the older session is
+    accepted, but only while the device had *not* printed its session_stored
+    line for the newer one before the cut, and only if it had printed it for
+    the older one.  Anything else is judged as the central verdict judges it.
+    """
+    judged = resumed_across_power_loss(ev, cut_index)
+    cut = CutEvidence.of(ev, cut_index)
+    if judged.code != Code.STALE_SESSION or not ev.session_stored or cut is None or not cut.after:
+        return judged
+    first, expected = cut.first, cut.expected
+    if expected is None or _stored_after(ev, expected.mono, cut.off) is not None:
+        return judged  # the newer session was stored before the cut: an older one is stale
+    held = session_before(ev.records, began(expected))
+    prev = _issuer(held, {r.id: r for r in ev.records}) if held is not None else None
+    if prev is None or first.resumed_from != prev.id or _stored_after(ev, prev.mono, began(expected)) is None:
+        return judged
+    return Verdict(True, Code.RESUMED, f"handshake #{first.id} after {cut.when} resumed the session issued by "
+                   f"#{prev.id}, the last one the device had finished storing: power was cut before it said the "
+                   f"newer session (#{expected.id}) was stored", records=cut.shown)
 
 
 def power_not_cut(ev: Evidence, cut_index: int = -1) -> Verdict:
@@ -593,7 +624,7 @@ def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
                        cause="network or address problem, or the firmware failed before its ClientHello",
                        lines=tail)
     refusals = [r for r in after if offered_anything(r) and not r.resumed and r.rejected]
-    if refusals and refusals[0].rejected in ("foreign", "unknown", "decrypt"):
+    if refusals and refusals[0].rejected in NEVER_ISSUED:
         first = refusals[0]
         return Verdict(False, Code.REFUSED, f"the device offered {','.join(offered_fps(first))} in handshake "
                        f"#{first.id}, which this server never issued (refused: {first.rejected}), "
@@ -603,11 +634,13 @@ def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
     if refusals:
         first = refusals[0]
         done = [r for r in after if completed(r)]
+        secret = fieldbugs.secret_missing(first, ev.issuer_of(first)[0])
         return Verdict(False, Code.NO_FALLBACK,
                        f"the device offered its stored session in handshake #{first.id}, the server "
                        f"refused it ({first.rejected}), and the device gave up instead of completing a "
                        f"full handshake ({said}; {len(done)} handshake(s) completed)",
-                       cause=_NO_FALLBACK_CAUSE, records=after[:3], lines=tail)
+                       cause=_NO_FALLBACK_CAUSE + (f"; and {secret}" if secret else ""), records=after[:3],
+                       lines=tail)
     first = after[0]
     return Verdict(False, Code.CONNECT_FAILED, f"handshake #{first.id} did not lead to a working "
                    f"connection ({said}; server: {first.error or describe(first)})",
@@ -616,8 +649,10 @@ def failed_connect(ev: Evidence, since: float | None, detail: str) -> Verdict:
 
 # -- simpler expectations on the first handshake after a connect ---------------------
 
+#: refusals of a ticket this server never issued (as the bytes stand): damaged, or someone else's
+NEVER_ISSUED = ("foreign", "unknown", "decrypt")
 #: refusals that mean the offered record was not what the server issued: damaged (or foreign) bytes
-DAMAGED = ("foreign", "unknown", "decrypt", "binder", "finished")
+DAMAGED = NEVER_ISSUED + ("binder", "finished")
 #: expectations a fallback to a full handshake meets: an abort after a refused offer, with no fallback, fails them
 _NEED_FALLBACK = ("refused", "full", "connected")
 #: expectations judged on the fallback handshake rather than on the aborted one before it
@@ -667,10 +702,7 @@ class FirstAfter:
         return fieldbugs.ticketless_store(ev.lines, before[-1], start, ev.flash_write, ev.session_stored)
 
     def why_refused(self, record: HandshakeRecord) -> str:
-        issuer, elsewhere = self.ev.issuer_of(record)
-        return fieldbugs.secret_missing(record, issuer) or \
-            (fieldbugs.wrong_server(record, issuer, elsewhere) if elsewhere else None) or \
-            REFUSAL_CAUSES.get(record.rejected or "", "server-side refusal")
+        return refusal_cause(self.ev, record)
 
 
 def _wrong_reason(seen: FirstAfter, got: str | None) -> Verdict:
@@ -755,12 +787,12 @@ def expect_consistent(seen: FirstAfter) -> Verdict:
     if not offered_anything(first):
         return Verdict(True, Code.FULL, f"{seen.label}: nothing offered, clean full handshake", records=seen.shown)
     if first.rejected in DAMAGED:
-        what = "which this server never issued" if first.rejected in ("foreign", "unknown", "decrypt") else \
-            "whose secret does not go with its ticket"
+        never_issued = first.rejected in NEVER_ISSUED
+        what = "which this server never issued" if never_issued else "whose secret does not go with its ticket"
+        cause = "a damaged session record was restored and offered (torn write, no integrity check)" \
+            if never_issued else seen.why_refused(first)
         return Verdict(False, Code.REFUSED, f"{seen.label}: the device offered {','.join(offered_fps(first))}, {what} "
-                       f"(refused: {first.rejected})",
-                       cause="a damaged session record was restored and offered (torn write, no integrity "
-                             "check)", records=seen.shown, lines=seen.tail)
+                       f"(refused: {first.rejected})", cause=cause, records=seen.shown, lines=seen.tail)
     return Verdict(True, Code.REFUSED, f"{seen.label}: offer refused ({first.rejected}), clean fallback",
                    records=seen.shown)
 

@@ -22,9 +22,11 @@ an HTTP request, silence, an idle timeout, a TLS error) only fills the
 ``app*`` fields and ``closed_mono`` and never sets ``error``.  The JSON-lines
 file gets the record when the connection ends (see ``records.py``).
 
-``tickets_sent_mono`` is stamped in :meth:`_flush_bio`, when the socket takes
-the last byte of the flight carrying a ticket (usually just after the record
-is published).  ``ticket_delay`` holds a TLS 1.3 connection's output after the
+``tickets_sent_mono`` is stamped in :meth:`_flush_bio`, just *before* the
+``send()`` that hands the socket the last byte of the flight carrying a
+ticket (usually just after the record is published): a lower bound of the
+moment a device could have it, so "the device stored before the server sent
+the ticket" stays proof whatever the scheduler does after the send.  ``ticket_delay`` holds a TLS 1.3 connection's output after the
 handshake (``Conn.held``) until a timer in the same heap as the deadlines
 releases it: the loop never sleeps.
 """
@@ -610,9 +612,8 @@ class ReferenceServer:
             self.log.update(conn.record, final=True, closed_mono=clock.now(), **changes)  # type: ignore[union-attr]
         log.debug("connection #%d from %s ended: %s", conn.record.id, conn.peer, how)
 
-    def _tickets_out(self, conn: Conn) -> None:
-        """``bytes_out`` passed the end of one or more tickets: stamp them, update the record."""
-        now = clock.now()
+    def _tickets_out(self, conn: Conn, now: float) -> None:
+        """``bytes_out`` passed the end of one or more tickets: stamp them (``now``: before that send), update."""
         ends, sent = conn.nst_ends, conn.nst_sent
         assert ends is not None and sent is not None
         while len(sent) < len(ends) and conn.bytes_out >= ends[len(sent)]:
@@ -647,6 +648,7 @@ class ReferenceServer:
                 cut = conn.nst_ends[-1] - conn.bytes_out  # type: ignore[index]
                 if 0 < cut < len(chunk):
                     chunk, split = bytes(chunk[:cut]), True
+            before = clock.now()
             try:
                 sent = conn.sock.send(chunk)
             except (BlockingIOError, InterruptedError):
@@ -658,7 +660,7 @@ class ReferenceServer:
             del conn.pending[:sent]
             if conn.nst_ends and len(conn.nst_sent) < len(conn.nst_ends) \
                     and conn.bytes_out >= conn.nst_ends[len(conn.nst_sent)]:  # type: ignore[arg-type]
-                self._tickets_out(conn)
+                self._tickets_out(conn, before)
             if not split or sent < len(chunk):
                 break
 

@@ -117,6 +117,7 @@ class Fw:
     app: str = "mqtt"
     reset_cause: str = "power-on"
     extra: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)   # added to this process's environment
     lines: list[Line] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
     raw: bytearray = field(default_factory=bytearray)
@@ -132,7 +133,8 @@ class Fw:
                 [str(self.binary), "--flash", str(self.flash), "--reset-cause", self.reset_cause,
                  "--state-fd", str(state_w), "--ca", str(self.ca), "--page-ms", str(self.page_ms),
                  "--app", self.app, *self.extra],
-                stdin=self.master, stdout=self.master, stderr=err, pass_fds=(state_w,), start_new_session=True)
+                stdin=self.master, stdout=self.master, stderr=err, pass_fds=(state_w,), start_new_session=True,
+                env={**os.environ, **self.env})
         os.close(state_w)
         self._cursor = 0
         self._partial = ""

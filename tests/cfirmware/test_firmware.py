@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import time
 from pathlib import Path
 
-from cfwkit import Fw, firmware, read_slots, rewrite_record
+import pytest
+
+from cfwkit import SLOT, Fw, firmware, read_slots, rewrite_record
 
 LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\.\d{3},\d{3}\] <(inf|wrn|err)> [a-z_]+: ")
 
@@ -59,7 +62,10 @@ def test_state_words_follow_the_activity(tmp_path: Path, server) -> None:
     with Fw(firmware("mbedtls", "correct"), tmp_path / "flash.bin", server.ca_path) as fw:
         fw.boot()
         fw.connect(server.port)
-        time.sleep(0.2)
+        # The words come on their own pipe, so they may be read just after the connected line.
+        deadline = time.monotonic() + 10
+        while len(fw.states) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
         states = list(fw.states)
     assert states[:2] == ["boot", "idle"], states
     assert states[2:] == ["radio", "idle", "flash", "idle"], states   # connect, then the flash write
@@ -198,6 +204,38 @@ def test_refused_session_falls_back_and_the_new_one_is_stored(tmp_path: Path, se
         fw.expect(r"<inf> tls: connected TLSv1\.2 \S+ resumed=no$")
 
 
+@pytest.mark.parametrize("stack", ["mbedtls", "wolfssl"])
+def test_refused_session_is_erased_so_a_power_cycle_offers_nothing(tmp_path: Path, server, stack: str) -> None:
+    """A server that stopped issuing tickets refuses the stored one and gives none: the dead session
+    leaves flash too, or every boot would offer it again (Mbed TLS: the server's full handshake is the
+    fallback; wolfSSL 5.5.4 TLS 1.2 aborts and connects a second time)."""
+    binary = firmware(stack, "correct")
+    flash = tmp_path / "flash.bin"
+    with Fw(binary, flash, server.ca_path) as fw:
+        fw.boot()
+        assert fw.connect(server.port).group(3) == "no", fw.text()
+    assert read_slots(flash)[0].status == "valid"
+    server.configure(tickets=False)
+    with Fw(binary, flash, server.ca_path) as fw:
+        fw.boot()
+        fw.send(f"tls connect 127.0.0.1 {server.port} 1.2 server.test")
+        fw.expect(r"<inf> tls: offering stored session \(TLSv1\.2, slot A seq 1, ")
+        fw.expect(r"<wrn> tls: (server refused the stored session: full handshake"
+                  r"|stored session refused \(.*\): full handshake without it)$")
+        fw.expect(r"<wrn> tls_store: session not stored: the server issued no ticket$")
+        fw.expect(r"<wrn> tls_store: refused session erased from slot A$")
+        fw.expect(r"<inf> tls: connected TLSv1\.2 \S+ resumed=no$")
+    assert [s.status for s in read_slots(flash)] == ["empty", "empty"]
+    mark = server.mark()
+    with Fw(binary, flash, server.ca_path) as fw:
+        assert "tls_store: no stored session" in fw.boot()
+        fw.send(f"tls connect 127.0.0.1 {server.port} 1.2 server.test")
+        fw.expect(r"<inf> tls: offering nothing \(no stored session\)$")
+        fw.expect(r"<inf> tls: connected TLSv1\.2 \S+ resumed=no$")
+    recs = server.since(mark)
+    assert len(recs) == 1 and recs[0].offered.ticket is None and not recs[0].error, recs
+
+
 def test_no_fallback_gives_up(tmp_path: Path, server) -> None:
     flash = _stored(tmp_path, server, variant="no-fallback")
     server.rotate_keys()
@@ -244,9 +282,9 @@ def test_http_application(tmp_path: Path) -> None:
             fw.send(f"tls connect 127.0.0.1 {srv.port} auto server.test")
             fw.expect(r"<inf> app: http: GET /status -> 200, \d+ bytes$")
             fw.expect(r"<inf> tls: connected TLSv1\.2 ")
-        time.sleep(0.3)
-        rec = srv.since(mark)[0]
-        assert rec.app == ["http GET /status"] and "close" in (rec.app_end or ""), rec
+        # The app fields are final once the server has seen the connection end.
+        rec = srv.wait_for(lambda r: r.app_end, since=mark, timeout=10)
+        assert rec.app == ["http GET /status"] and "close" in rec.app_end, rec
 
 
 # ------------------------------------------------------------ boot checks
@@ -278,6 +316,44 @@ def test_record_of_another_stack_is_discarded(tmp_path: Path, server) -> None:
     with Fw(firmware("mbedtls", "correct"), flash, server.ca_path) as fw:
         text = fw.boot()
     assert "stored session refused by mbedtls" in text and "written by another TLS stack (id 2)" in text, text
+
+
+def _copy_record(flash: Path, src: int, dst: int, seq: int) -> None:
+    """Slot ``dst`` gets slot ``src``'s record with sequence number ``seq``, its CRC computed as store.c does
+    (zlib.crc32 over header bytes 0..91 and the payload, in rewrite_record)."""
+    data = bytearray(flash.read_bytes())
+    data[dst * SLOT:(dst + 1) * SLOT] = data[src * SLOT:(src + 1) * SLOT]
+    struct.pack_into("<I", data, dst * SLOT + 8, seq)
+    flash.write_bytes(bytes(data))
+    rewrite_record(flash, dst)
+
+
+def test_sequence_number_wraps(tmp_path: Path, server) -> None:
+    """The record after seq 0xFFFFFFFF has seq 0 and is the newer one (serial-number arithmetic)."""
+    flash = _stored(tmp_path, server)                 # slot A seq 1: a real blob
+    _copy_record(flash, 0, 0, 0xFFFFFFFF)
+    _copy_record(flash, 0, 1, 0)
+    assert [(s.status, s.seq) for s in read_slots(flash)] == [("valid", 0xFFFFFFFF), ("valid", 0)]
+    with Fw(firmware("mbedtls", "correct"), flash, server.ca_path) as fw:
+        text = fw.boot()
+        assert "tls_store: using slot B seq 0 (TLSv1.2 session)" in text, text
+        fw.send("tls session")
+        fw.expect(r"<inf> tls_store: session: TLSv1\.2 for server\.test, slot B seq 0, ")
+    # The write that follows 0xFFFFFFFF gets seq 0, in the other slot, and wins at the next boot.
+    data = bytearray(flash.read_bytes())
+    data[SLOT:2 * SLOT] = b"\xff" * SLOT
+    flash.write_bytes(bytes(data))
+    with Fw(firmware("mbedtls", "correct"), flash, server.ca_path) as fw:
+        assert "tls_store: using slot A seq 4294967295 (TLSv1.2 session)" in fw.boot()
+        fw.send(f"tls connect 127.0.0.1 {server.port} 1.2 localhost")   # another server: a new session
+        fw.expect(r"<inf> tls: offering nothing \(stored session is for another server\)$")
+        fw.expect(r"<inf> tls_store: session stored in slot B seq 0$")
+        fw.expect(r"<inf> tls: connected TLSv1\.2 \S+ resumed=no$")
+    with Fw(firmware("mbedtls", "correct"), flash, server.ca_path) as fw:
+        text = fw.boot()
+        assert "tls_store: using slot B seq 0 (TLSv1.2 session)" in text, text
+        fw.send("tls session")
+        fw.expect(r"<inf> tls_store: session: TLSv1\.2 for localhost, slot B seq 0, ")
 
 
 def test_flipped_bit_is_caught_by_the_crc_but_not_by_no_crc(tmp_path: Path, server) -> None:

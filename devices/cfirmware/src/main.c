@@ -16,7 +16,8 @@
  *     version it can be resumed in, and (with an RTC) while its ticket
  *     lifetime has not run out;
  *   - a refused offer falls back to a full handshake (in TLS 1.2 the server
- *     simply does one; if the stack aborts instead, connect again without it);
+ *     simply does one; if the stack aborts instead, connect again without it),
+ *     and the refused session is erased from flash, not only from RAM;
  *   - store after every handshake that brought a new ticket, and only once
  *     the application exchange is over (TLS 1.3 tickets arrive after the
  *     handshake), into the slot that does not hold the newest record.
@@ -313,8 +314,13 @@ static int capture_session(struct tls_conn *c, const struct tls_info *info, cons
         LOG_WRN("tls_store", "session not stored: the server issued no ticket");
         return 0;
     }
-    if (n < 0) {
+    if (n == TLS_SAVE_TOO_BIG) {
         LOG_WRN("tls_store", "session not stored: it does not fit a slot (max %u bytes)", (unsigned)STORE_MAX_PAYLOAD);
+        return 0;
+    }
+    if (n < 0) {
+        /* Not the session's size: the stack failed (out of memory, say). */
+        LOG_WRN("tls_store", "session not stored: %s could not serialise it", tls_port_name());
         return 0;
     }
     g_new.length = (uint32_t)n;
@@ -347,6 +353,27 @@ static void commit_session(void)
 #endif
 }
 
+/*
+ * A stored session the server refused is dead: forget it in flash too, not
+ * only in RAM.  Left there it stays the newest record, so after every power
+ * loss boot picks it and the device offers it again (with a server that
+ * issues no tickets nothing ever replaces it; on wolfSSL 5.5.4 TLS 1.2 each
+ * such offer costs an aborted connection and a second one).  Called once
+ * the connection is over, after any new session was stored: that went into
+ * the other slot with the next sequence number, so this erase neither
+ * touches it nor makes the numbers go back.  (single-slot: the new session
+ * was written over the refused one, nothing is left to erase.)
+ */
+static void erase_refused(int slot)
+{
+    if (slot < 0 || (g_held_valid && g_held_slot == slot))
+        return;
+    if (store_erase_slot((unsigned)slot) == 0)
+        LOG_WRN("tls_store", "refused session erased from slot %c", store_slot_name((unsigned)slot));
+    else
+        LOG_ERR("tls_store", "erasing the refused session in slot %c failed", store_slot_name((unsigned)slot));
+}
+
 static void connect_failed(const char *reason)
 {
     port_state("idle");
@@ -360,6 +387,7 @@ static void tls_connect(const char *host, int port, enum tls_version want, const
     char summary[128];
     struct tls_info info;
     int refused = 0;
+    int refused_slot = -1;   /* the flash slot of a stored session the server refused */
     /* The name the session belongs to: the SNI, or the host without one. */
     const char *name = sni[0] ? sni : host;
 
@@ -406,6 +434,7 @@ static void tls_connect(const char *host, int port, enum tls_version want, const
         /* The stack aborted because of the offer: forget the session and
          * connect again without it. */
         LOG_WRN("tls", "stored session refused (%s): full handshake without it", err);
+        refused_slot = g_held_slot;
         held_clear();
         offer = 0;
         c = tls_port_connect(host, port, sni, want, NULL, 0, &info, &refused, err, sizeof err);
@@ -418,6 +447,7 @@ static void tls_connect(const char *host, int port, enum tls_version want, const
 #endif
     }
     if (c == NULL) {
+        erase_refused(refused_slot);
         connect_failed(err);
         return;
     }
@@ -427,6 +457,7 @@ static void tls_connect(const char *host, int port, enum tls_version want, const
          * unknown): that handshake is the fallback; its session replaces
          * the refused one. */
         LOG_WRN("tls", "server refused the stored session: full handshake");
+        refused_slot = g_held_slot;
         held_clear();
 #else
         /* BUG (no-fallback): treats the refusal as a failure and hangs up. */
@@ -475,6 +506,7 @@ static void tls_connect(const char *host, int port, enum tls_version want, const
     else if (info.tickets_received == 0)
         LOG_WRN("tls_store", "session not stored: the server issued no ticket");
 #endif
+    erase_refused(refused_slot);
     LOG_INF("tls", "connected %s %s resumed=%s", version_name(info.version), info.cipher,
             info.resumed ? "yes" : "no");
 }

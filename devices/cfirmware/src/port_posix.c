@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,13 +66,38 @@ static int g_flash_fd = -1;
 static unsigned g_page_ms = 15;
 static unsigned g_erase_ms = 20;
 static uint32_t g_flash_hash = 2166136261u;
+/* What an erased sector reads: filled with memset at init, because the
+ * range initialiser that would make it a constant ([0 ... N] = 0xFF) is a
+ * GNU extension IAR and Keil reject. */
+static uint8_t g_erased[FLASH_SLOT_SIZE];
+
+/*
+ * Test hook of the host build (no MCU port has it): with
+ * TLSFW_CUT_AT_FLASH_OP=N in the environment, power fails during the N-th
+ * flash operation of this boot (erases and page programs, counted from 1):
+ * the process SIGKILLs itself instead of doing it.  In this flash model a
+ * cut inside an operation leaves the state before it (both delay first,
+ * then write), so N = 1, 2, ... reaches every state a cut can leave during
+ * a write, deterministically, where a test that sleeps and then kills
+ * races the firmware's timing.
+ */
+static long g_cut_at_op;     /* 0: never */
+static long g_flash_ops;
+
+static void flash_op_begins(void)
+{
+    if (g_cut_at_op > 0 && ++g_flash_ops == g_cut_at_op)
+        raise(SIGKILL);
+}
 
 int port_flash_init(const char *path, unsigned page_ms, unsigned erase_ms)
 {
-    static const uint8_t erased[FLASH_PAGE_SIZE] = { [0 ... FLASH_PAGE_SIZE - 1] = 0xFF };
+    const char *cut = getenv("TLSFW_CUT_AT_FLASH_OP");
     struct stat st;
     char full[PATH_MAX];
 
+    memset(g_erased, 0xFF, sizeof g_erased);
+    g_cut_at_op = cut != NULL ? strtol(cut, NULL, 10) : 0;
     g_page_ms = page_ms;
     g_erase_ms = erase_ms;
     g_flash_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -83,7 +109,7 @@ int port_flash_init(const char *path, unsigned page_ms, unsigned erase_ms)
      * Only the missing tail is written; an existing record is never touched. */
     for (off_t off = st.st_size - st.st_size % FLASH_PAGE_SIZE; off < (off_t)FLASH_SIZE; off += FLASH_PAGE_SIZE) {
         size_t keep = off < st.st_size ? (size_t)(st.st_size - off) : 0;
-        if (pwrite(g_flash_fd, erased + keep, FLASH_PAGE_SIZE - keep, off + (off_t)keep) < 0)
+        if (pwrite(g_flash_fd, g_erased + keep, FLASH_PAGE_SIZE - keep, off + (off_t)keep) < 0)
             return -1;
     }
     /* A stable per-device id: the flash image is the device. */
@@ -109,15 +135,15 @@ int port_flash_read(uint32_t addr, void *buf, size_t len)
 
 int port_flash_erase_sector(unsigned sector)
 {
-    static const uint8_t erased[FLASH_SLOT_SIZE] = { [0 ... FLASH_SLOT_SIZE - 1] = 0xFF };
     if (g_flash_fd < 0 || sector >= FLASH_SLOTS)
         return -1;
+    flash_op_begins();
     /* The erase takes its time first; a cut during it leaves the old data
      * (the model is coarse: real NOR may leave a half-erased sector, which
      * the CRC catches just the same). */
     port_sleep_ms(g_erase_ms);
-    ssize_t n = pwrite(g_flash_fd, erased, sizeof erased, (off_t)sector * FLASH_SLOT_SIZE);
-    return n == (ssize_t)sizeof erased ? 0 : -1;
+    ssize_t n = pwrite(g_flash_fd, g_erased, sizeof g_erased, (off_t)sector * FLASH_SLOT_SIZE);
+    return n == (ssize_t)sizeof g_erased ? 0 : -1;
 }
 
 int port_flash_program_page(uint32_t addr, const void *data, size_t len)
@@ -127,6 +153,7 @@ int port_flash_program_page(uint32_t addr, const void *data, size_t len)
 
     if (g_flash_fd < 0 || len > FLASH_PAGE_SIZE || addr % FLASH_PAGE_SIZE != 0 || addr + len > FLASH_SIZE)
         return -1;
+    flash_op_begins();
     if (port_flash_read(addr, page, len) != 0)
         return -1;
     /* NOR programming can only clear bits: the result is old AND new. */

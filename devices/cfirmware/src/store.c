@@ -117,11 +117,21 @@ static int slot_crc(unsigned slot, const uint8_t h[STORE_HEADER_SIZE], uint32_t 
     return 0;
 }
 
+/* All bytes 0xFF: erased NOR.  A loop rather than memcmp with a 0xFF-filled
+ * constant: filling that takes a range initialiser ([0 ... N] = 0xFF), a
+ * GNU extension IAR and Keil reject. */
+static int all_erased(const uint8_t *p, size_t n)
+{
+    while (n--)
+        if (*p++ != 0xFF)
+            return 0;
+    return 1;
+}
+
 static void judge(unsigned slot, struct slot_info *info)
 {
     uint8_t h[STORE_HEADER_SIZE];
     uint32_t crc;
-    static const uint8_t erased[STORE_HEADER_SIZE] = { [0 ... STORE_HEADER_SIZE - 1] = 0xFF };
 
     memset(info, 0, sizeof *info);
     if (port_flash_read(slot_addr(slot), h, sizeof h) != 0) {
@@ -129,7 +139,7 @@ static void judge(unsigned slot, struct slot_info *info)
         info->why = "read error";
         return;
     }
-    if (memcmp(h, erased, sizeof h) == 0) {
+    if (all_erased(h, sizeof h)) {
         info->status = SLOT_EMPTY;
         return;
     }
@@ -183,9 +193,12 @@ int store_newest(const struct slot_info info[FLASH_SLOTS])
     for (unsigned i = 0; i < store_slots(); i++) {
         if (info[i].status != SLOT_VALID)
             continue;
-        /* Plain comparison: a u32 sequence does not wrap in a device's life
-         * (one store per connection). */
-        if (best < 0 || info[i].seq > info[best].seq)
+        /* Serial-number arithmetic (RFC 1982): seq b is newer than a when
+         * (int32_t)(b - a) > 0, so the record after 0xFFFFFFFF (seq 0)
+         * still wins over it; a plain ">" would prefer the older record
+         * forever after the wrap.  Sound because the two slots' numbers
+         * are always close (a write takes the newest + 1). */
+        if (best < 0 || (int32_t)(info[i].seq - info[best].seq) > 0)
             best = (int)i;
     }
     return best;
@@ -256,6 +269,7 @@ int store_write(struct store_record *rec)
      * CRC-checked sequence number counts (a damaged header could claim any). */
     store_scan(info);
     int newest = store_newest(info);
+    /* Wraps from 0xFFFFFFFF to 0 (unsigned): store_newest compares serially. */
     rec->seq = newest >= 0 ? info[newest].seq + 1 : 1;
 #if FW_AB_SLOTS
     slot = newest == 0 ? 1u : 0u;

@@ -18,7 +18,8 @@
  *            back to the stack that wrote it)
  *   6   1    TLS version of the session: 12 or 13
  *   7   1    flags: bit 0 = stored_ms is not wall time (board without RTC)
- *   8   4    sequence number (newest valid slot wins at boot)
+ *   8   4    sequence number (newest valid slot wins at boot; compared
+ *            as serial numbers, so it may wrap)
  *   12  4    payload length (<= STORE_MAX_PAYLOAD)
  *   16  8    stored_ms: RTC time (ms since the Unix epoch) the session was stored
  *   24  4    ticket lifetime in seconds (from the server's ticket; 0 = unknown)

@@ -28,13 +28,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* First, alone: this port reads 2.28 internals (mbedtls_ssl_session fields
+ * such as master, ticket, ticket_len, which 3.x makes private, and
+ * mbedtls_ssl_conf_min_version, which 3.x replaces), so another major
+ * version should stop here with one clear line, not a page of errors. */
+#include <mbedtls/version.h>
+#if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x03000000
+#error "tls_mbedtls.c is written for Mbed TLS 2.28 (libmbedtls-dev of Debian 12); 3.x needs a port"
+#endif
+
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/platform.h>
 #include <mbedtls/ssl.h>
-#include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
 #include "variant.h"
@@ -176,7 +184,7 @@ static int ticket_only_save(const mbedtls_ssl_session *s, uint8_t *out, size_t c
 {
     size_t need = 12 + s->ticket_len;
     if (need > cap || s->ticket_len > 0xFFFF)
-        return -1;
+        return TLS_SAVE_TOO_BIG;
     memcpy(out, "TKO1", 4);
     out[4] = (uint8_t)(s->ciphersuite >> 8);
     out[5] = (uint8_t)s->ciphersuite;
@@ -363,10 +371,14 @@ struct tls_conn *tls_port_connect(const char *host, int port, const char *sni, e
     c->info.version = TLS_V12;
     snprintf(c->info.cipher, sizeof c->info.cipher, "%s", mbedtls_ssl_get_ciphersuite(&c->ssl));
     c->info.resumed = c->have_offer && memcmp(now.master, c->offered.master, sizeof now.master) == 0;
-    /* A new ticket: any ticket after a full handshake, or one that differs
-     * from the offered ticket after a resumption (the server renewed it). */
+    /* A new ticket is one that differs from the offered ticket, also after
+     * a full handshake: Mbed TLS 2.28 keeps the offered ticket in the
+     * session when the server refuses it and sends no NewSessionTicket
+     * (tickets off), and storing that would put the refused ticket back in
+     * flash.  After a resumption the same ticket means the server did not
+     * renew it. */
     int fresh = now.ticket_len > 0 &&
-                (!c->info.resumed || now.ticket_len != c->offered.ticket_len ||
+                (!c->have_offer || now.ticket_len != c->offered.ticket_len ||
                  memcmp(now.ticket, c->offered.ticket, now.ticket_len) != 0);
     c->info.tickets_received = fresh ? 1 : 0;
     c->info.ticket_lifetime = now.ticket_len > 0 ? now.ticket_lifetime : 0;
@@ -425,7 +437,7 @@ int tls_port_save_session(struct tls_conn *c, uint8_t *out, size_t cap, int need
     mbedtls_ssl_session_init(&s);
     if (mbedtls_ssl_get_session(&c->ssl, &s) != 0) {
         mbedtls_ssl_session_free(&s);
-        return -1;
+        return TLS_SAVE_FAILED;
     }
     if (s.ticket_len == 0 && need_ticket) {
         result = 0;   /* no ticket: nothing this device can resume after a power loss */
@@ -434,7 +446,10 @@ int tls_port_save_session(struct tls_conn *c, uint8_t *out, size_t cap, int need
         result = ticket_only_save(&s, out, cap);
 #else
         int ret = mbedtls_ssl_session_save(&s, out, cap, &olen);
-        result = ret == 0 ? (int)olen : -1;
+        if (ret == 0)
+            result = (int)olen;
+        else
+            result = ret == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL ? TLS_SAVE_TOO_BIG : TLS_SAVE_FAILED;
 #endif
     }
     mbedtls_ssl_session_free(&s);

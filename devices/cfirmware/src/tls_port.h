@@ -61,12 +61,17 @@ int tls_port_read(struct tls_conn *c, uint8_t *buf, size_t len, int timeout_ms);
 /* Refresh `info` (tickets_received grows when the stack processed a NewSessionTicket during reads). */
 void tls_port_info(struct tls_conn *c, struct tls_info *info);
 
+/* Error results of tls_port_save_session (apart, so the log says which). */
+#define TLS_SAVE_TOO_BIG   -1   /* the serialised session is larger than `cap` */
+#define TLS_SAVE_FAILED    -2   /* the stack could not get or serialise the session */
+
 /*
  * Serialise the connection's current session into out (the stack's own
  * format).  Returns the length, 0 when the session holds nothing resumable
- * (no ticket) and `need_ticket` is set, or -1 when it does not fit.  The
- * correct firmware always asks for a ticket; only the early-store bug saves
- * whatever the stack hands out (`need_ticket` 0), as firmware that calls
+ * (no ticket) and `need_ticket` is set, TLS_SAVE_TOO_BIG (-1) when it does
+ * not fit, or TLS_SAVE_FAILED (-2) on a stack error.  The correct firmware
+ * always asks for a ticket; only the early-store bug saves whatever the
+ * stack hands out (`need_ticket` 0), as firmware that calls
  * mbedtls_ssl_get_session / wolfSSL_get1_session right after the handshake does.
  */
 int tls_port_save_session(struct tls_conn *c, uint8_t *out, size_t cap, int need_ticket);

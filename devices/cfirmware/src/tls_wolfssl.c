@@ -85,6 +85,14 @@
  *   only uses the age for early data).  Define TLS_WOLFSSL_NO_CLOCK_HOOK to
  *   leave gettimeofday alone.
  *
+ *   On a real device there is no such hook: wolfSSL's time source is chosen
+ *   when wolfSSL is built, in its user_settings.h (USER_TICKS with your own
+ *   TimeNowInMilliseconds() and LowResTimer(), or TIME_OVERRIDES with an
+ *   XTIME() that reads the RTC).  This gettimeofday() is the host build's
+ *   stand-in for that.  Unlike XTIME on a device, time() (certificate
+ *   validity) stays the host's clock here, so `date set` moves ticket ages
+ *   but not certificate checks.
+ *
  * Secrets (tickets, master secrets, blobs) are never printed here.
  */
 #define _GNU_SOURCE 1
@@ -206,6 +214,8 @@ static void describe_error(WOLFSSL *ssl, int code, char *out, size_t outlen)
 
 /* ------------------------------------------------------------------------ */
 /* the device clock as wolfSSL's "now" (see the header comment)             */
+/* Host build only: a device configures this in wolfSSL's user_settings.h   */
+/* (USER_TICKS / TIME_OVERRIDES); time() is left to the host's clock.       */
 
 #ifndef TLS_WOLFSSL_NO_CLOCK_HOOK
 static __thread int g_in_clock;
@@ -849,10 +859,10 @@ int tls_port_save_session(struct tls_conn *c, uint8_t *out, size_t cap, int need
     int need, got, ret;
 
     if (!c || !c->ssl)
-        return 0;
+        return TLS_SAVE_FAILED;
     s = wolfSSL_get1_session(c->ssl);
     if (!s)
-        return 0;
+        return TLS_SAVE_FAILED;
     if (need_ticket && (wolfSSL_SESSION_has_ticket(s) != WOLFSSL_SUCCESS ||
                         !(c->tickets > 0 || (c->offered && wolfSSL_session_reused(c->ssl))))) {
         ret = 0;
@@ -860,16 +870,16 @@ int tls_port_save_session(struct tls_conn *c, uint8_t *out, size_t cap, int need
     }
     need = wolfSSL_i2d_SSL_SESSION(s, NULL);
     if (need <= 0) {
-        ret = 0;
+        ret = TLS_SAVE_FAILED;
         goto out;
     }
     if (!out || (size_t)need > cap) {
-        ret = -1;
+        ret = TLS_SAVE_TOO_BIG;
         goto out;
     }
     p = out;  /* wolfSSL 5.5 writes at *p (and does not move it) */
     got = wolfSSL_i2d_SSL_SESSION(s, &p);
-    ret = got == need ? got : -1;
+    ret = got == need ? got : TLS_SAVE_FAILED;
     if (ret < 0)
         wipe(out, cap);
 out:
