@@ -34,7 +34,14 @@ from scenario_suite import Outcome, run_suite
 from test_variant_matrix import SCENARIOS, code_of
 
 DEVICES = {"mbedtls": "devices/mbedtls-client.yaml", "wolfssl": "devices/wolfssl-client.yaml"}
-SWEEPS = ("power_cut_during_first_session_write", "power_cut_during_session_write")
+#: the TLS versions each build declares (firmware.versions): cells for another version are skipped, no other skip
+VERSIONS = {"mbedtls": ("tls1.2",), "wolfssl": ("tls1.2", "tls1.3")}
+#: scenarios that only ask for TLS 1.3 (no version parameter in their cell names)
+TLS13_ONLY = {"long_power_off_without_clock", "off_time_too_short", "power_cut_during_session_write",
+              "tls13_tickets_arrive_late", "tls12_session_meets_tls13_only_server"}
+assert TLS13_ONLY <= set(SCENARIOS), TLS13_ONLY - set(SCENARIOS)
+#: the power-cut sweeps and how many cut points each has per TLS version
+SWEEPS = {"power_cut_during_first_session_write": 7, "power_cut_during_session_write": 13}
 
 #: (stack, variant) -> the cells aimed at the bug -> the verdict code (or codes) they must fail with
 AIMED: dict[tuple[str, str], dict[str, object]] = {
@@ -51,8 +58,13 @@ AIMED: dict[tuple[str, str], dict[str, object]] = {
     # still parses (resumed: the damaged record was offered and used).  A flip in a part of the blob nothing
     # reads again (Mbed TLS keeps the peer certificate it never re-verifies) does no harm: that cell may pass,
     # but every variant must fail at least one aimed cell (below).
-    ("mbedtls", "no-crc"): {f"corrupted_session_record[tls1.2-{k}]": {"refused", "unexpected-resume", "pass"}
-                            for k in (1, 2, 3)},
+    ("mbedtls", "no-crc"): {**{f"corrupted_session_record[tls1.2-{k}]": {"refused", "unexpected-resume", "pass"}
+                               for k in (1, 2, 3)},
+                            # A torn first record the stack still parses is offered (refused: decrypt);
+                            # whether a cut point tears it that way depends on where the page boundaries
+                            # fall, so these cells may all pass (see SOMETIMES).
+                            **{f"power_cut_during_first_session_write[tls1.2-{at}]": {"refused", "pass"}
+                               for at in ("0.0", "0.2", "0.4", "0.6", "0.8", "1.0", "1.2")}},
     ("wolfssl", "no-crc"): {f"corrupted_session_record[{v}-{k}]": {"refused", "unexpected-resume", "pass"}
                             for v in ("tls1.2", "tls1.3") for k in (1, 2, 3)},
     # One slot rewritten in place: a cut inside the write loses the older session (CRC still checked).
@@ -64,6 +76,9 @@ AIMED: dict[tuple[str, str], dict[str, object]] = {
     ("wolfssl", "uptime-clock"): {"long_power_off_without_clock": "nothing-offered",
                                   "resume_after_power_loss[tls1.3]": "nothing-offered"},
 }
+#: aimed scenarios that catch the bug only at some cut points, depending on timing: their cells are pinned to
+#: the allowed codes, but none of them is required to fail
+SOMETIMES = {("mbedtls", "no-crc", "power_cut_during_first_session_write")}
 #: cells whose verdict must also name the bug (the same words as the emulated variants' in test_variant_matrix)
 CAUSES = {
     ("mbedtls", "ram-only", "resume_after_power_loss[tls1.2]"): "kept only in RAM",
@@ -150,7 +165,8 @@ def test_variant_fails_the_scenarios_aimed_at_its_bug(runs, stack: str, variant:
         if not (got in want if isinstance(want, set) else got == want):
             wrong.append(f"{cell}: expected {want}, got {got}: {results[cell].message[:400] if cell in results else ''}")
     assert not wrong, f"{stack} {variant}:\n" + "\n".join(wrong)
-    for scenario in {cell.split("[")[0] for cell in AIMED[(stack, variant)]}:
+    for scenario in {cell.split("[")[0] for cell in AIMED[(stack, variant)]} - \
+            {sc for (st, va, sc) in SOMETIMES if (st, va) == (stack, variant)}:
         cells = [c for c in AIMED[(stack, variant)] if c.split("[")[0] == scenario]
         assert any(code_of(results[c]) != "pass" for c in cells), \
             f"{stack} {variant}: {scenario}, aimed at the bug, never caught it"
