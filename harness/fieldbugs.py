@@ -46,10 +46,6 @@ SECRET_MISSING = ("ticket stored without its secret: a ticket is useless without
 AGE_SLACK_MS = 1000
 
 
-def _began(record: HandshakeRecord) -> float:
-    return float(record.mono) - float(record.duration_ms or 0.0) / 1000.0
-
-
 def _matching(lines: Iterable[Line], pattern: str | None, start: float, end: float) -> list[Line]:
     if not pattern:
         return []
@@ -74,7 +70,7 @@ def stored_too_early(lines: Sequence[Line], issuer: HandshakeRecord, until: floa
     sent = sent_tickets(issuer)
     if issuer.version != "TLSv1.3" or not sent:
         return None
-    starts = _matching(lines, flash_write or session_stored, _began(issuer), until)
+    starts = _matching(lines, flash_write or session_stored, issuer.began_mono, until)
     if not starts or starts[0].mono >= sent[0] or any(ln.mono >= sent[0] for ln in starts):
         return None
     line = starts[0]
@@ -94,7 +90,7 @@ def ticketless_store(lines: Sequence[Line], issuer: HandshakeRecord, until: floa
     sent = sent_tickets(issuer)
     if issuer.version != "TLSv1.3" or not sent:
         return None
-    stored = _matching(lines, session_stored, _began(issuer), until)
+    stored = _matching(lines, session_stored, issuer.began_mono, until)
     count = f"{len(sent)} ticket(s) in handshake #{issuer.id} (the first at {hhmmss(sent[0])})"
     if session_stored and not stored:
         return (f"tickets never taken in, or the session never kept: the server sent {count}, and the device "
@@ -121,14 +117,14 @@ def uptime_age(issuer: HandshakeRecord, first: HandshakeRecord, boots: Sequence[
     """
     sent = sent_tickets(issuer) or [float(issuer.mono)]
     before = [b for b in boots if b.mono <= sent[0]]
-    after = [b for b in boots if b.mono <= _began(first) and b.mono > sent[0]]
+    after = [b for b in boots if b.mono <= first.began_mono and b.mono > sent[0]]
     if issuer.version != "TLSv1.3" or not before or not after:
         return None
     at_ticket = sent[0] - before[-1].mono
-    at_offer = _began(first) - after[-1].mono
+    at_offer = first.began_mono - after[-1].mono
     if at_offer >= at_ticket:
         return None
-    real = _began(first) - sent[0]
+    real = first.began_mono - sent[0]
     return (f"session stored but not offered after boot: not restored, erased, or judged invalid by the "
             f"firmware. A ticket age from uptime does exactly this: the ticket arrived {at_ticket:.1f} s after "
             f"the device booted at {hhmmss(before[-1].mono)} and handshake #{first.id} began {at_offer:.1f} s "

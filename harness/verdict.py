@@ -97,7 +97,7 @@ def failed(record: HandshakeRecord) -> bool:
 
 def began(record: HandshakeRecord) -> float:
     """When the connection was accepted, on the harness clock."""
-    return float(record.mono) - float(record.duration_ms or 0.0) / 1000.0
+    return record.began_mono
 
 
 def offered_fps(record: HandshakeRecord) -> list[str]:

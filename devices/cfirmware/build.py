@@ -27,7 +27,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent / "src"
 
 #: sources every build compiles; the stack's port is added per stack
-CORE_SOURCES = ("main.c", "store.c", "console.c", "app.c", "port_posix.c")
+CORE_SOURCES = ("main.c", "store.c", "console.c", "app.c", "port_posix.c", "net_posix.c")
 CFLAGS = ("-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2")
 
 

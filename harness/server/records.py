@@ -97,6 +97,11 @@ class HandshakeRecord:
     app_bytes_out: int = 0
     closed_mono: float | None = None  # harness clock when the connection ended
 
+    @property
+    def began_mono(self) -> float:
+        """When the connection was accepted, on the harness clock (``mono`` marks the handshake's end)."""
+        return float(self.mono) - float(self.duration_ms or 0.0) / 1000.0
+
     def to_dict(self) -> dict[str, Any]:
         # Hand-written: dataclasses.asdict deep-copies every field and costs
         # more than the rest of a resumed handshake's bookkeeping.

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "devices" / "cfirmware"
 DRIVER = FIRMWARE / "tests_c" / "wolfssl_port_check.c"
 PORT = FIRMWARE / "src" / "tls_wolfssl.c"
+NET = FIRMWARE / "src" / "net_posix.c"   # the board's TCP connect, which the port uses
 LIFETIME = 300
 LIFETIME12 = 2  # the TLS 1.2-only server: its tickets expire while the test waits
 INSTALL = "apt-get install gcc libwolfssl-dev"
@@ -39,7 +40,7 @@ def _build(tmp_path: Path) -> Path:
         pytest.fail(f"no C compiler (cc) on the PATH: {INSTALL}", pytrace=False)
     exe = tmp_path / "wolfssl_port_check"
     cmd = [cc, "-Wall", "-Wextra", "-Werror", "-O2", "-I", str(FIRMWARE / "src"), str(DRIVER), str(PORT),
-           "-lwolfssl", "-o", str(exe)]
+           str(NET), "-lwolfssl", "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         missing = "wolfssl/" in proc.stderr or "lwolfssl" in proc.stderr

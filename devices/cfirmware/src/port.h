@@ -82,6 +82,10 @@ void port_sleep_ms(unsigned ms);
 void port_reboot_software(void);
 /* Remember argv for the software reset. */
 void port_set_argv(int argc, char **argv);
+
+/* ---- network (net_posix.c) ---- */
+/* A connected TCP socket (TCP_NODELAY set), or -1 with the reason in err ("dns: ...", "tcp: ..."). */
+int port_tcp_connect(const char *host, int port, int timeout_ms, char *err, size_t errlen);
 /* A stable per-device number (the MQTT client id uses it). */
 uint32_t port_device_id(void);
 

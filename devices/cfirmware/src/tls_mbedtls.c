@@ -15,6 +15,7 @@
  * static.  Mbed TLS itself allocates from the heap (records, certificates);
  * the core's buffers do not.
  */
+#include "port.h"
 #include "tls_port.h"
 
 #include <errno.h>
@@ -118,54 +119,6 @@ const char *tls_port_name(void)
 unsigned tls_port_versions(void)
 {
     return 1u << 0;   /* Mbed TLS 2.28: TLS 1.2 only (its TLS 1.3 is a 3.x feature) */
-}
-
-/* TCP connect with a timeout: a device must not hang on a dead network. */
-static int tcp_connect(const char *host, int port, char *err, size_t errlen)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
-    char portstr[8];
-    int fd = -1;
-
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "dns: %s", gai_strerror(rc));
-        return -1;
-    }
-    snprintf(err, errlen, "tcp: no address");
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-        if (errno == EINPROGRESS) {
-            struct pollfd p = { .fd = fd, .events = POLLOUT };
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            int r = poll(&p, 1, TCP_CONNECT_TIMEOUT_MS);
-            if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
-                break;
-            snprintf(err, errlen, "tcp: %s", r == 0 ? "connect timed out" : strerror(soerr ? soerr : errno));
-        } else {
-            snprintf(err, errlen, "tcp: %s", strerror(errno));
-        }
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {
-        int one = 1;
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-        /* Mbed TLS writes each handshake record with its own send(): with
-         * Nagle on, the client's Finished waits for the ACK of its
-         * ChangeCipherSpec, which the server delays (40 ms on Linux), so an
-         * abbreviated handshake cost 44 ms at the server instead of 1 ms.
-         * lwIP: tcp_nagle_disable(). */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
 }
 
 /* ------------------------------------------------------------ blob format */
@@ -334,7 +287,7 @@ struct tls_conn *tls_port_connect(const char *host, int port, const char *sni, e
         c->have_offer = 1;
     }
 
-    int fd = tcp_connect(host, port, err, errlen);
+    int fd = port_tcp_connect(host, port, TCP_CONNECT_TIMEOUT_MS, err, errlen);
     if (fd < 0)
         goto fail;
     c->net.fd = fd;

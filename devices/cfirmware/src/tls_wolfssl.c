@@ -501,63 +501,6 @@ static int ticket_cb(WOLFSSL *ssl, const unsigned char *ticket, int len, void *c
     return 0;
 }
 
-static int tcp_connect(const char *host, int port, char *err, size_t errlen)
-{
-    struct addrinfo hints, *res = NULL, *ai;
-    char service[16];
-    int rc, fd = -1, last_errno = 0;
-
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(service, sizeof service, "%d", port);
-    rc = getaddrinfo(host, service, &hints, &res);
-    if (rc != 0) {
-        put_err(err, errlen, "resolve %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        struct pollfd pfd;
-        int flags, soerr = 0, one = 1;
-        socklen_t sl = sizeof soerr;
-
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last_errno = errno;
-            continue;
-        }
-        flags = fcntl(fd, F_GETFL, 0);
-        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-        rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc != 0 && errno == EINPROGRESS) {
-            pfd.fd = fd;
-            pfd.events = POLLOUT;
-            do {
-                rc = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
-            } while (rc < 0 && errno == EINTR);
-            if (rc == 0) {
-                soerr = ETIMEDOUT;
-            } else if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) {
-                soerr = errno;
-            }
-            rc = soerr ? -1 : 0;
-            errno = soerr;
-        }
-        if (rc == 0) {
-            fcntl(fd, F_SETFL, flags);
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            break;
-        }
-        last_errno = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        put_err(err, errlen, "connect %s:%d: %s", host, port, strerror(last_errno ? last_errno : ECONNREFUSED));
-    return fd;
-}
-
 static int is_ip_literal(const char *s)
 {
     unsigned char buf[sizeof(struct in6_addr)];
@@ -715,7 +658,7 @@ struct tls_conn *tls_port_connect(const char *host, int port, const char *sni, e
         c->offered = 1;
     }
 
-    c->fd = tcp_connect(host, port, err, errlen);
+    c->fd = port_tcp_connect(host, port, CONNECT_TIMEOUT_MS, err, errlen);
     if (c->fd < 0)
         goto fail;
     if (wolfSSL_set_fd(c->ssl, c->fd) != WOLFSSL_SUCCESS) {
