@@ -34,6 +34,24 @@ What is measured, on the one harness clock (CLOCK_MONOTONIC):
 Prints ``p50_ms=<x> p99_ms=<y> ratio_p99=<z>`` as the last line: harness
 line->acknowledged percentiles and harness p99 / bare p99.  Goal: p99 at most
 1 ms and ratio at most 2.
+
+``--sampling RATE`` adds three harness paths (default trigger thread) run
+with a :class:`harness.rail.RailSampler` sampling the same supply at RATE
+Hz, started and stopped around their blocks so the other paths stay the
+baseline without sampling: ``sampled`` as the pytest plugin wires it
+(paused from arming until the cut, ``pause_when``); ``sampled-idle``, the
+same plus ``supply.wait_idle()`` right after arming, so that a query the
+sampler started just before arming is over before the line can come; and
+``sampled-nopause`` with the supply's lock priority alone, the worst case,
+for a cut armed on the console directly where the sampler cannot see it (a
+query already in flight when the line arrives delays the cut by its
+remainder).  Trials here follow each other within ~5 ms, so the race at
+arming that ``wait_idle`` closes is far likelier than in a scenario, where
+the line comes long after the cut was armed.  It prints, before the last
+line, ``sampling_hz=<r> paused_p50_ms= paused_p99_ms= idle_... nopause_...
+off_p99_ms= ratio_p99=<paused p99 / p99 without sampling> ...`` and, per
+path, how many samples were taken and how many lines arrived while a
+sample's query was in flight.  Goal: p99 with sampling under 1 ms.
 """
 
 from __future__ import annotations
@@ -58,7 +76,8 @@ import serial  # noqa: E402
 
 from devices.sim import SimBench  # noqa: E402
 from harness import clock  # noqa: E402
-from harness.console import Console  # noqa: E402
+from harness.console import Console, Trigger  # noqa: E402
+from harness.rail import RailSampler  # noqa: E402
 from harness.supply import PowerEvent, Supply  # noqa: E402
 
 OFF = "OUTP OFF,(@1)"
@@ -71,6 +90,10 @@ class Samples:
     ack: list[float] = field(default_factory=list)       # line -> OUTP OFF acknowledged (s)
     issued: list[float] = field(default_factory=list)    # line -> OUTP OFF about to be written (s)
     hop: list[float] = field(default_factory=list)       # line -> action started (harness only)
+    lines: list[float] = field(default_factory=list)     # the lines' arrival stamps (harness only)
+    rail_taken: int = 0                                  # rail samples taken during this path's blocks
+    rail_paused: int = 0
+    overlaps: int = 0                                    # lines that arrived while a rail query was in flight
 
 
 def set_nodelay(inst: object) -> bool:
@@ -108,18 +131,24 @@ def wait_booted(bench_uart: Path, capture: Path) -> None:
 
 
 def harness_block(uart: Path, supply: Supply, capture: Path, first: int, count: int, out: Samples,
-                  supply_log: Path, inline: bool) -> None:
+                  supply_log: Path, inline: bool, armed: list[Trigger] | None = None,
+                  wait_idle: bool = False) -> None:
     with Console(str(uart), capture_path=capture, name="harness") as con:
         for n in range(first, first + count):
             edges: list[PowerEvent] = []
             trig = con.trigger(rf"unknown command 'trial{n}'",
                                lambda: edges.append(supply.off(discharge_below=None)), inline=inline)
+            if armed is not None:
+                armed[:] = [trig]       # what the sampler's pause_when looks at
+            if wait_idle:
+                supply.wait_idle()      # a rail query started just before arming is over
             con.send(f"trial{n}")
             firing = trig.wait(10)
             supply.on(settle=False)
             if firing.error or not edges:
                 raise RuntimeError(f"trial {n}: trigger action failed: {firing.error}")
             out.ack.append(edges[0].mono - firing.line.mono)
+            out.lines.append(firing.line.mono)
             out.hop.append(firing.started - firing.line.mono)
             out.issued.append(_issued_stamp(supply_log, firing.line.mono) - firing.line.mono)
             time.sleep(0.005)
@@ -159,9 +188,27 @@ def bare_block(uart: Path, inst: object, first: int, count: int, out: Samples) -
             time.sleep(0.005)
 
 
-def run(workdir: Path, trials: int, blocks: int, nagle: bool) -> tuple[dict[str, Samples], int]:
+def sampled_block(uart: Path, supply: Supply, capture: Path, first: int, count: int, out: Samples,
+                  supply_log: Path, rate: float, pause: bool, wait_idle: bool = False) -> None:
+    """A harness block (default trigger thread) with the rail sampler running on the same supply."""
+    armed: list[Trigger] = []
+    pause_when = (lambda: bool(armed) and not armed[0].fired) if pause else None
+    rail = RailSampler(supply, rate, pause_when=pause_when)
+    with rail:
+        harness_block(uart, supply, capture, first, count, out, supply_log, inline=False, armed=armed,
+                      wait_idle=wait_idle)
+    out.rail_taken += rail.counts.taken
+    out.rail_paused += rail.counts.paused
+    spans = [(s.mono - s.span / 2, s.mono + s.span / 2) for s in rail.samples]
+    out.overlaps += sum(1 for t in out.lines[-count:] if any(a <= t <= b for a, b in spans))
+
+
+def run(workdir: Path, trials: int, blocks: int, nagle: bool,
+        sampling: float = 0.0) -> tuple[dict[str, Samples], int]:
     per = trials // blocks
     paths = {"threaded": Samples(), "inline": Samples(), "bare": Samples()}
+    if sampling:
+        paths.update({"sampled": Samples(), "sampled-idle": Samples(), "sampled-nopause": Samples()})
     capture = workdir / "console.txt"
     supply_log = workdir / "supply.jsonl"
     with SimBench(workdir=workdir / "bench", uart_mode="stable", tau=1.0, log_level="WARNING") as bench, \
@@ -181,9 +228,14 @@ def run(workdir: Path, trials: int, blocks: int, nagle: bool) -> tuple[dict[str,
             n = 0
             names = list(paths)
             for b in range(blocks):
-                for which in names[b % 3:] + names[:b % 3]:   # rotate the order block by block
+                k = b % len(names)
+                for which in names[k:] + names[:k]:   # rotate the order block by block
                     if which == "bare":
                         bare_block(bench.uart_path, inst, n, per, paths[which])
+                    elif which.startswith("sampled"):
+                        sampled_block(bench.uart_path, supply, capture, n, per, paths[which], supply_log,
+                                      sampling, pause=(which != "sampled-nopause"),
+                                      wait_idle=(which == "sampled-idle"))
                     else:
                         harness_block(bench.uart_path, supply, capture, n, per, paths[which], supply_log,
                                       inline=(which == "inline"))
@@ -205,12 +257,15 @@ def main() -> None:
     ap.add_argument("--nagle", action="store_true",
                     help="leave pyvisa-py's Nagle on (expect ~40 ms stalls on both paths)")
     ap.add_argument("--workdir", type=Path, help="keep logs and captures here (default: a temp dir)")
+    ap.add_argument("--sampling", type=float, default=0.0, metavar="RATE",
+                    help="also run two harness paths with the rail sampler at RATE Hz (paused while armed, "
+                         "and lock priority only) against the same run's paths without it")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        paths, boots = run(workdir, args.trials, args.blocks, args.nagle)
+        paths, boots = run(workdir, args.trials, args.blocks, args.nagle, args.sampling)
     ours, inline, bare = paths["threaded"], paths["inline"], paths["bare"]
     print(f"{len(ours.ack)} trials per path (harness default = action in the console's trigger thread; "
           f"harness inline = trigger(..., inline=True); bare), interleaved in {args.blocks} blocks on one "
@@ -225,6 +280,22 @@ def main() -> None:
     print(summary("default line->OUTP OFF acknowledged", ours.ack))
     print(summary("inline  line->OUTP OFF acknowledged", inline.ack))
     print(summary("bare    line->OUTP OFF acknowledged", bare.ack))
+    if args.sampling:
+        paused, idle, nopause = paths["sampled"], paths["sampled-idle"], paths["sampled-nopause"]
+        print(summary(f"sampled {args.sampling:g} Hz line->acknowledged", paused.ack))
+        print(summary("sampled + wait_idle line->acknowledged", idle.ack))
+        print(summary("sampled, no pause, line->acknowledged", nopause.ack))
+        for name, s in (("sampled (paused while armed)", paused), ("sampled (paused, wait_idle at arming)", idle),
+                        ("sampled (lock priority only)", nopause)):
+            print(f"{name}: {s.rail_taken} rail samples taken, {s.rail_paused} ticks paused; "
+                  f"{s.overlaps} of {len(s.ack)} lines arrived while a rail query was in flight")
+        print(f"sampling_hz={args.sampling:g} paused_p50_ms={pct(paused.ack, 50):.3f} "
+              f"paused_p99_ms={pct(paused.ack, 99):.3f} idle_p50_ms={pct(idle.ack, 50):.3f} "
+              f"idle_p99_ms={pct(idle.ack, 99):.3f} nopause_p50_ms={pct(nopause.ack, 50):.3f} "
+              f"nopause_p99_ms={pct(nopause.ack, 99):.3f} off_p99_ms={pct(ours.ack, 99):.3f} "
+              f"ratio_p99={pct(paused.ack, 99) / pct(ours.ack, 99):.2f} "
+              f"ratio_p99_idle={pct(idle.ack, 99) / pct(ours.ack, 99):.2f} "
+              f"ratio_p99_nopause={pct(nopause.ack, 99) / pct(ours.ack, 99):.2f}")
     print(f"inline: p50_ms={pct(inline.ack, 50):.3f} p99_ms={pct(inline.ack, 99):.3f} "
           f"ratio_p99={pct(inline.ack, 99) / pct(bare.ack, 99):.2f}")
     print(f"p50_ms={pct(ours.ack, 50):.3f} p99_ms={pct(ours.ack, 99):.3f} "

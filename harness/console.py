@@ -170,6 +170,11 @@ class Console:
         return f"Console({self.url!r}, present={self._io.present}, lines={len(self._lines)})"
 
     @property
+    def closed(self) -> bool:
+        """Whether this console was closed (by us, or its reader gave up): it will read nothing more."""
+        return self._io.closed or not self._reader_alive
+
+    @property
     def present(self) -> bool:
         """Whether the port is open right now."""
         return self._io.present

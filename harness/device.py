@@ -26,9 +26,14 @@ from typing import Any, Callable, Protocol
 
 from . import clock
 from .devicefile import CommandSpec, DeviceSpec, fill
-from .errors import BenchTimeout, HarnessError
+from .consolerecords import ConsoleError
+from .errors import BenchTimeout, ConsoleLost, HarnessError
 
 log = logging.getLogger(__name__)
+
+#: how long a USB-UART adapter's port may stay away while the device is powered (a re-enumeration takes
+#: about a second) before the console counts as lost
+PORT_GRACE = 3.0
 
 
 class SupplyLike(Protocol):
@@ -70,6 +75,16 @@ class Boot:
     mono: float
     cause: str | None
     line: str
+
+
+@dataclass
+class SessionWrite:
+    """A console line where the device says it writes (flash_write) or has stored (session_stored) its session."""
+
+    mono: float
+    text: str
+    kind: str                  # "flash_write" or "session_stored"
+    bytes: int | None = None   # the pattern's ``bytes`` group, when it has one
 
 
 @dataclass(frozen=True)
@@ -202,11 +217,46 @@ class Device:
                 cause_line = m.line.text
             ready = self.console.expect(fw.boot_ready, timeout=wait, since=mark)
         except BenchTimeout as exc:
-            raise BootError(f"the device did not boot within {wait:.0f} s of power-up\n{exc}") from None
+            raise self._lost_or(BootError(f"the device did not boot within {wait:.0f} s of power-up\n{exc}")) \
+                from None
         boot = Boot(mono=ready.line.mono, cause=cause, line=cause_line or ready.line.text)
         self.boots.append(boot)
         log.info("device booted (reset cause %s)", cause)
         return boot
+
+    def _check_port(self) -> None:
+        """While a powered device runs a command, an adapter's port that stays away is lost: say so now.
+
+        Waiting out a 30 s command timeout for a port that vanished (a bench
+        process that died, a hub that dropped out) only delays the report.
+        """
+        if self.spec.console.native_usb or not self.powered:
+            return
+        gaps = getattr(self.console, "gaps", None) or []
+        if not gaps or gaps[-1].end is not None:
+            return
+        # Counted from when it vanished or from power-on, whichever is later: a port that went with the
+        # power gets its re-enumeration time after power-up.
+        since = max(gaps[-1].start, self.last_on[0] if self.last_on else 0.0)
+        if clock.now() - since > PORT_GRACE:
+            raise ConsoleLost(f"console {getattr(self.console, 'url', '?')} vanished "
+                              f"{clock.now() - gaps[-1].start:.1f} s ago and has stayed away while the "
+                              f"device was powered ({gaps[-1].reason})")
+
+    def _lost_or(self, exc: HarnessError) -> HarnessError:
+        """``exc``, unless the console port is away: then the bench lost it, and the device is not to blame.
+
+        A USB-UART adapter (on the board or on the bench) is there whether
+        the firmware runs or not, so a port that stays away is a cable, a
+        hub or ser2net: :class:`ConsoleLost`.  The device's own USB
+        (``console.native_usb``) appears only when the firmware runs: then
+        its absence is the device's failure, and ``exc`` stands.
+        """
+        if self.spec.console.native_usb or getattr(self.console, "present", True):
+            return exc
+        url = getattr(self.console, "url", "?")
+        return ConsoleLost(f"console {url} vanished and did not come back, so the device could not be "
+                           f"judged: {exc}")
 
     def reset_cause_name(self, printed: str) -> str:
         """Map what the firmware prints (``RTCWDT_BROWN_OUT_RESET``) to a harness name (``brown-out``)."""
@@ -248,6 +298,31 @@ class Device:
                         break
         return sizes
 
+    def session_writes(self, start: float, end: float) -> list[SessionWrite]:
+        """The device's own lines about writing its session (flash_write, session_stored) in a window.
+
+        Built like :meth:`stored_sizes`, from the same patterns, but keeping
+        every line with its time: the report draws them on the scenario's
+        time axis next to the power edges, so "the cut landed 3 ms into the
+        write" is seen, not computed.  These are claims by the device, shown
+        beside the ground truth, never used to judge.
+        """
+        fw = self.spec.firmware
+        patterns = [(kind, re.compile(p)) for kind, p in (("flash_write", fw.flash_write),
+                                                           ("session_stored", fw.session_stored)) if p]
+        writes = []
+        for ln in self.console.lines:
+            if not start <= ln.mono <= end:
+                continue
+            for kind, rx in patterns:
+                m = rx.search(ln.text)
+                if m:
+                    size = m.groupdict().get("bytes")
+                    writes.append(SessionWrite(mono=ln.mono, text=ln.text, kind=kind,
+                                               bytes=int(size) if size else None))
+                    break
+        return writes
+
     def mark(self) -> Mark:
         return Mark(len(self.cuts), len(self.boots), len(self.connects))
 
@@ -263,6 +338,10 @@ class Device:
             self.armed = ArmedCut(what, _DelayCut(delay))
         else:
             self.armed = ArmedCut(what, self.console.trigger(pattern, self._cut_now, delay=delay))
+        # Armed: the rail sampler starts no new query; one already in flight must not delay the cut.
+        wait_idle = getattr(self.supply, "wait_idle", None)
+        if wait_idle is not None:
+            wait_idle()
 
     def disarm(self) -> None:
         if self.armed is not None:
@@ -369,7 +448,10 @@ class Device:
         mark = self.console.mark()
         if spec.send is not None:
             line = fill(spec.send, {**self.values, **args}, f"firmware.commands.{spec.name}.send")
-            self.console.send(" ".join(line.split()) if "  " in line or line.endswith(" ") else line)
+            try:
+                self.console.send(" ".join(line.split()) if "  " in line or line.endswith(" ") else line)
+            except ConsoleError as exc:
+                raise self._lost_or(exc) from None
         if spec.ok is None:
             return ConnectAttempt(start, clock.now(), True, False, "sent")
         pattern = spec.ok if spec.fail is None else f"(?:{spec.ok})|(?P<_fail>{spec.fail})"
@@ -384,14 +466,15 @@ class Device:
                 if spec.name == "connect":
                     self.connects.append(attempt)
                 return attempt
+            self._check_port()
             try:
                 m = self.console.expect(pattern, timeout=min(0.25, max(0.01, deadline - clock.now())),
                                         since=mark)
                 break
             except BenchTimeout as exc:
                 if clock.now() >= deadline:
-                    raise BenchTimeout(f"{spec.name}: no answer matching {spec.ok!r} within {wait:.1f} s\n{exc}") \
-                        from None
+                    raise self._lost_or(BenchTimeout(f"{spec.name}: no answer matching {spec.ok!r} within "
+                                                     f"{wait:.1f} s\n{exc}")) from None
         groups = {k: v for k, v in m.match.groupdict().items() if v is not None and not k.startswith("_")}
         failed = m.match.groupdict().get("_fail") is not None
         fail_groups = {}

@@ -21,7 +21,8 @@ from typing import Any
 
 from . import yamlfile
 from .errors import ConfigError, HarnessError
-from .yamlfile import Fields, Map, unknown
+from .rail import DEFAULT_SAMPLE_RATE, MAX_SAMPLE_RATE
+from .yamlfile import Fields, Map, brief, spec_problem, unknown
 
 SCHEMA_VERSION = 1
 #: TLS versions a firmware may support, in the harness's spelling (scenario files use it)
@@ -57,6 +58,8 @@ class SupplySpec:
     settle_tolerance: float = 0.1
     safe_state: dict[str, Any] = field(default_factory=lambda: {"output": "off"})
     brownout_threshold: float | None = None
+    #: rail samples a second while a scenario runs (``rail.jsonl``), 0 for none; why 10: :mod:`harness.rail`
+    sample_rate: float = DEFAULT_SAMPLE_RATE
 
 
 @dataclass
@@ -65,6 +68,10 @@ class ConsoleSpec:
     baudrate: int = 115200
     line_ending: str = "\r\n"
     char_delay: float = 0.0
+    #: the port is the device's own USB (CDC-ACM, USB-Serial-JTAG): it appears only once the firmware
+    #: runs, so a port that does not come back after power-up is the device's failure to boot, not a
+    #: bench fault.  False (a USB-UART adapter, on the board or not): a port that stays away is the bench.
+    native_usb: bool = False
 
 
 @dataclass
@@ -104,6 +111,8 @@ class FirmwareSpec:
     #: named console patterns scenarios may trigger on (``cut_power_when: {on: NAME}``)
     #: or require (``requires: [NAME]``); flash_write and session_stored are names too
     events: dict[str, str] = field(default_factory=dict)
+    #: the boot banner; its ``version`` group names the firmware build in JUnit properties and the history
+    banner: str | None = None
 
     def event(self, name: str) -> str | None:
         """The console pattern a scenario means by ``name``, or None if this firmware has none."""
@@ -167,7 +176,7 @@ def placeholders(template: str) -> list[str]:
 
 _SUPPLY_KEYS = {"resource", "dialect", "channel", "visa_library", "voltage", "current_limit", "ovp",
                 "discharge_below", "min_off", "discharge_timeout", "settle_tolerance", "safe_state",
-                "brownout_threshold"}
+                "brownout_threshold", "sample_rate"}
 
 
 def _supply(doc: Fields) -> SupplySpec:
@@ -181,6 +190,10 @@ def _supply(doc: Fields) -> SupplySpec:
     ovp = sec.num("ovp", None)
     if ovp is not None and ovp < voltage:
         raise sec.error("ovp", f"over-voltage protection {ovp} V is below the set-point {voltage} V")
+    sample_rate = sec.num("sample_rate", DEFAULT_SAMPLE_RATE)
+    if sample_rate > MAX_SAMPLE_RATE:
+        raise sec.error("sample_rate", f"{sample_rate:g} Hz is more than a supply answers over SCPI "
+                                       f"(at most {MAX_SAMPLE_RATE:g}; 0 turns rail sampling off)")
     return SupplySpec(
         resource=sec.text("resource"),
         dialect=sec.text("dialect"),
@@ -195,6 +208,7 @@ def _supply(doc: Fields) -> SupplySpec:
         settle_tolerance=sec.num("settle_tolerance", 0.1),
         safe_state=safe_state,
         brownout_threshold=sec.num("brownout_threshold", None),
+        sample_rate=sample_rate,
     )
 
 
@@ -206,8 +220,9 @@ def _safe_state(sec: Fields) -> dict[str, Any]:
     given = safe.get("output")
     output = str(safe.get("output", "off")).lower() if not isinstance(given, bool) else ("on" if given else "off")
     if output not in ("on", "off"):
-        raise sec.error("safe_state", f"must be on or off, got {given!r}", where=f"{sec.where('safe_state')}.output")
-    state = {"output": output, **{k: v for k, v in safe.items() if k != "output"}}
+        raise sec.error("safe_state", f"must be on or off, got {brief(given)}", where=f"{sec.where('safe_state')}.output")
+    # keys as text: the supply's check sorts and lists them, and YAML may have read ``1:`` or ``on:``
+    state = {"output": output, **{str(k): v for k, v in safe.items() if k != "output"}}
     # One set of rules for what a safe state may say: the supply's, checked
     # here already so a mistake names the file and line before anything runs.
     from .supply import SafeState
@@ -221,7 +236,7 @@ def _safe_state(sec: Fields) -> dict[str, Any]:
 
 def _console(doc: Fields) -> ConsoleSpec:
     sec = doc.section("console")
-    sec.no_unknown({"url", "baudrate", "line_ending", "char_delay"})
+    sec.no_unknown({"url", "baudrate", "line_ending", "char_delay", "native_usb"})
     baud = sec.value("baudrate", (int,), 115200, what="a baud rate")
     if baud <= 0:
         raise sec.error("baudrate", "must be positive")
@@ -230,6 +245,7 @@ def _console(doc: Fields) -> ConsoleSpec:
         baudrate=baud,
         line_ending=sec.text("line_ending", "\r\n"),
         char_delay=sec.num("char_delay", 0.0),
+        native_usb=sec.value("native_usb", (bool,), False, what="true or false"),
     )
 
 
@@ -271,7 +287,7 @@ def _regex_list(sec: Fields, key: str) -> list[str]:
 
 _FIRMWARE_KEYS = {"boot_ready", "boot_timeout", "prompt", "reset_cause", "reset_causes", "session_stored",
                   "flash_write", "forbid", "redact", "autoconnect", "commands", "versions", "version_tokens",
-                  "events"}
+                  "events", "banner"}
 
 
 def _versions(sec: Fields) -> list[str]:
@@ -279,7 +295,7 @@ def _versions(sec: Fields) -> list[str]:
                         default=list(TLS_VERSIONS), non_empty=True, single=True)
     for v in value:
         if v not in TLS_VERSIONS:
-            raise sec.error("versions", unknown(f"TLS version {v!r}", v, TLS_VERSIONS, intro="known:"))
+            raise sec.error("versions", unknown(f"TLS version {brief(v)}", v, TLS_VERSIONS, intro="known:"))
     return list(dict.fromkeys(value))
 
 
@@ -294,7 +310,7 @@ def _version_tokens(sec: Fields) -> dict[str, str]:
         if token is None:
             token = ""
         if not isinstance(token, (str, int, float)) or isinstance(token, bool):
-            raise given.error(word, f"expected the word the shell takes (a string), got {token!r}")
+            raise given.error(word, f"expected the word the shell takes (a string), got {brief(token)}")
         tokens[str(word)] = str(token)
     return tokens
 
@@ -342,7 +358,10 @@ def _firmware(doc: Fields) -> FirmwareSpec:
         versions=_versions(sec),
         version_tokens=_version_tokens(sec),
         events=_events(sec),
+        banner=sec.regex("banner", None),
     )
+    if spec.banner is not None:
+        sec.compile("banner", spec.banner, groups=("version",))
     if spec.reset_cause is not None:   # the group last: a file with two mistakes keeps its one answer
         sec.compile("reset_cause", spec.reset_cause, groups=("cause",))
     _check_connect(sec, spec)
@@ -379,7 +398,7 @@ def _server(doc: Fields) -> ServerSpec:
     sec.no_unknown(_SERVER_KEYS)
     protocol = sec.text("protocol", "line")
     if protocol not in PROTOCOLS:
-        raise sec.error("protocol", unknown(f"application protocol {protocol!r}", protocol, PROTOCOLS,
+        raise sec.error("protocol", unknown(f"application protocol {brief(protocol)}", protocol, PROTOCOLS,
                                             intro="known:"))
     app_timeout = sec.num("app_timeout", None)
     if app_timeout is not None and app_timeout <= 0:
@@ -393,7 +412,7 @@ def _server(doc: Fields) -> ServerSpec:
     ips = sec.list_of("ips", str, message="expected a list of addresses", default=["127.0.0.1"])
     key_type = sec.text("key_type", "ec")
     if key_type not in ("ec", "rsa"):
-        raise sec.error("key_type", f"must be ec or rsa, got {key_type!r}")
+        raise sec.error("key_type", f"must be ec or rsa, got {brief(key_type)}")
     own = [k for k in ("cert", "key", "ca") if k in sec.map]
     if own and len(own) != 3:
         missing = sorted({"cert", "key", "ca"} - set(own))
@@ -476,7 +495,13 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
             names = placeholders(template)
         except ValueError as exc:   # "{a" : an unclosed brace
             raise ConfigError(spec.path, sec.line_of(key) if sec is not None else None, where,
-                              f"bad placeholder in {template!r}: {exc} (write {{{{ for a literal brace)") from None
+                              f"bad placeholder in {brief(template)}: {exc} (write {{{{ for a literal brace)") from None
+        for _, name, format_spec, _ in string.Formatter().parse(template):
+            # what fill() would trip over mid-run: a nameless {} or a spec such as {host:>999999999}
+            problem = "{} needs a name" if name == "" else spec_problem(format_spec or "", nested=False) if name else None
+            if problem:
+                raise ConfigError(spec.path, sec.line_of(key) if sec is not None else None, where,
+                                  f"placeholder in {brief(template)}: {problem}")
         for name in names:
             root = name.split(".")[0].split("[")[0]
             if root == "bench" and name[6:] in bench_names:
@@ -484,7 +509,7 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
             if name in known or name in extra or "*" in extra:
                 continue
             line = sec.line_of(key) if sec is not None else None
-            raise ConfigError(spec.path, line, where, f"unknown placeholder {{{name}}}; known: "
+            raise ConfigError(spec.path, line, where, f"unknown placeholder {{{brief(name)[1:-1]}}}; known: "
                               + ", ".join(sorted(known | extra | {f"bench.{b}" for b in bench_names})))
 
     supply = doc.get("supply")

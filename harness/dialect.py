@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from . import yamlfile
 from .errors import ConfigError
-from .yamlfile import Fields, Wording
+from .yamlfile import Fields, Wording, brief, spec_problem
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ DIALECT_DIR = Path(__file__).resolve().parent / "dialects"
 #: Commands the driver knows how to use; ``required`` ones must be present.
 REQUIRED_COMMANDS = ("identify", "voltage", "current_limit", "output_on", "output_off",
                      "measure_voltage", "measure_current")
-OPTIONAL_COMMANDS = ("remote", "local", "clear", "select", "ovp", "output_state")
+OPTIONAL_COMMANDS = ("remote", "local", "clear", "select", "ovp", "output_state", "clear_protection")
 #: Commands whose answer is read back (all others are plain writes).
 QUERIES = ("identify", "output_state", "measure_voltage", "measure_current")
 #: The only placeholders a template may use.
@@ -142,7 +142,7 @@ def load(name_or_path: str | Path) -> Dialect:
         if not path.exists():
             raise ConfigError(str(name_or_path), None, "dialect",
                               f"unknown supply dialect; known: {', '.join(available())}")
-    loaded = parse(yamlfile.load(path), default_name=path.stem)
+    loaded = parse(yamlfile.load(path), default_name=path.stem, file=str(path))
     log.debug("supply dialect %s loaded from %s", loaded.name, path)
     return loaded
 
@@ -157,9 +157,14 @@ _WORDING = Wording(wrong_text="expected text, got {type}", wrong_mapping="expect
 _TOP_KEYS = {"name", "manual", "models", "channels", "transport", "commands", "replies", "errors"}
 
 
-def parse(doc: Any, default_name: str = "?") -> Dialect:
-    """Validate a loaded dialect document; every complaint names file/line/key."""
-    top = Fields.document(doc, getattr(doc, "file", "?"), "a dialect file must be a mapping",
+def parse(doc: Any, default_name: str = "?", file: str | None = None) -> Dialect:
+    """Validate a loaded dialect document; every complaint names file/line/key.
+
+    ``file`` names the file when the document is empty or a bare word, which
+    carry no file of their own.
+    """
+    file = file or getattr(doc, "file", "?")
+    top = Fields.document(doc, file, "a dialect file must be a mapping",
                           wording=_WORDING, line_if_scalar=None)
     top.no_unknown(_TOP_KEYS)
     name = top.text("name", default_name, if_null="")
@@ -181,7 +186,7 @@ def parse(doc: Any, default_name: str = "?") -> Dialect:
         sub = doc.get(section)
         if isinstance(sub, yamlfile.Map):
             lines.update({f"{section}.{k}": sub.line_of(k) for k in sub})
-    return Dialect(name=name, file=doc.file, manual=manual, models=models, channels=channels,
+    return Dialect(name=name, file=file, manual=manual, models=models, channels=channels,
                    commands=commands, replies=replies, errors=errors, transport=transport,
                    lines=lines)
 
@@ -192,7 +197,7 @@ def _channels(top: Fields) -> list[int]:
     items = top.list_of("channels", if_null=[])
     for item in items:
         if not isinstance(item, int) or isinstance(item, bool):
-            raise top.error("channels", f"expected whole channel numbers, got {item!r}")
+            raise top.error("channels", f"expected whole channel numbers, got {brief(item)}")
     return items
 
 
@@ -249,17 +254,20 @@ def _commands(top: Fields) -> dict[str, tuple[str, ...]]:
 def _check_template(section: Fields, key: str, template: str) -> None:
     """Fail at load time on a placeholder the driver will never supply."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec) for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise section.error(key, f"bad template {template!r}: {exc}") from None
-    for name in fields:
+        raise section.error(key, f"bad template {brief(template)}: {exc}") from None
+    for name, spec in parsed:
         if name not in PLACEHOLDERS:
-            raise section.error(key, f"unknown placeholder {{{name}}} in {template!r}; "
+            raise section.error(key, f"unknown placeholder {{{brief(name)[1:-1]}}} in {brief(template)}; "
                                      f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        problem = spec_problem(spec or "")
+        if problem:   # checked before formatting: a huge width would be built first
+            raise section.error(key, f"template {brief(template)}: {problem}")
     try:
         template.format(**PLACEHOLDERS)
     except (ValueError, KeyError, IndexError) as exc:
-        raise section.error(key, f"template {template!r} does not format: {exc}") from None
+        raise section.error(key, f"template {brief(template)} does not format: {brief(str(exc))[1:-1]}") from None
 
 
 def _replies(top: Fields) -> dict[str, Reply]:

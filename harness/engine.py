@@ -21,7 +21,7 @@ from . import clock, verdict
 from .console import ForbiddenOutput
 from .device import BootError, ConnectAttempt, CutNotSeen, Device, Mark, Window
 from .devicefile import DeviceSpec
-from .errors import BenchTimeout, HarnessError
+from .errors import BenchError, BenchTimeout, HarnessError
 from .expectations import EXPECTATIONS, WHOLE_SCENARIO, Ask, NeedsConnect
 from .outcomes import Code
 from .scenario import Scenario, Step, substitute, walk
@@ -92,6 +92,22 @@ class Rig:
     flash_file: Path | None = None
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a long scenario is (a soak of 200 cuts prints nothing for minutes without it)."""
+
+    cycle: int
+    cycles: int
+    verdicts: int
+    passed: int
+    last_code: str
+
+    def text(self) -> str:
+        rate = f"{100 * self.passed / self.verdicts:.0f}%" if self.verdicts else "-"
+        return (f"cycle {self.cycle}/{self.cycles}: {self.passed}/{self.verdicts} verdicts passed ({rate})"
+                + (f", last {self.last_code}" if self.last_code else ""))
+
+
 @dataclass
 class Trace:
     """What happened during one scenario run, on the harness clock."""
@@ -115,11 +131,13 @@ class Engine:
     """
 
     def __init__(self, rig: Rig, scenario: Scenario, params: dict[str, Any], *,
-                 on_step: Callable[[Step, dict[str, Any]], None] | None = None):
+                 on_step: Callable[[Step, dict[str, Any]], None] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
         self.rig = rig
         self.scenario = scenario
         self.params = dict(params)
         self.on_step = on_step
+        self.on_progress = on_progress
         self.trace = Trace(start=clock.now())
         self._last_connect_mono: float | None = None
         #: one seeded generator per run: {random: [low, high]} values are drawn
@@ -288,6 +306,9 @@ class Engine:
             self.prepare()
         except ScenarioSkip:
             raise
+        except BenchError as exc:
+            exc.args = (f"{self.scenario.file}: before the first step: {exc}",)
+            raise
         except HarnessError as exc:
             # The known state could not be reached (the device does not boot,
             # panics, the rail does not discharge): the same codes as in a step.
@@ -344,6 +365,12 @@ class Engine:
                 handler(step, args)
             except (ScenarioFailure, ScenarioSkip):
                 raise
+            except BenchError as exc:
+                # Not a verdict: the plugin reports it as an error and may retry the scenario.
+                if not getattr(exc, "step_named", False):      # the innermost step (inside a repeat) says where
+                    exc.args = (f"{step.where}: {step.action}: {exc}",)
+                    exc.step_named = True  # type: ignore[attr-defined]
+                raise
             except HarnessError as exc:
                 raise ScenarioFailure(step, str(exc), code=_code_for(step, exc)) from None
 
@@ -392,6 +419,8 @@ class Engine:
             # is not guaranteed, and the verdict will say so.
             try:
                 dev.wait_boot(mark, timeout=min(2.0, self.rig.spec.firmware.boot_timeout))
+            except BenchError:
+                raise
             except HarnessError:
                 log.info("no boot after an unverified power cycle")
 
@@ -652,8 +681,14 @@ class Engine:
         log.info("verdict: %s", judged.summary)
 
     def _step_repeat(self, step: Step, args: dict[str, Any]) -> None:
-        for _ in range(int(args["times"])):
+        times = int(args["times"])
+        before = len(self.trace.verdicts)
+        for cycle in range(1, times + 1):
             self._run_steps(step.steps, depth=1)
+            if self.on_progress is not None:
+                judged = self.trace.verdicts[before:]
+                self.on_progress(Progress(cycle, times, len(judged), sum(v.ok for v in judged),
+                                          str(judged[-1].code) if judged else ""))
 
 
 def _unrolled(steps: list[Step]) -> list[Step]:

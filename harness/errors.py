@@ -24,8 +24,33 @@ class ConfigError(HarnessError):
         super().__init__(f"{where}: {what}{message}")
 
 
-class InstrumentError(HarnessError):
+class BenchError(HarnessError):
+    """The bench failed, not the device: never a verdict about the firmware.
+
+    A nightly run that blames the firmware for a dropped LAN link or a
+    re-enumerated USB hub sends a developer after a bug that does not exist,
+    so these get their own class: pytest reports them as *errors* (not
+    failures), the summary counts them apart, and ``--bench-retries`` retries
+    only them.  ``sub_code`` says which part of the bench failed (see
+    :mod:`harness.outcomes`, "found by bench").
+    """
+
+    sub_code = "bench-start"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+class SupplyUnreachable(BenchError):
+    """The supply does not answer: connection refused or dropped, VISA timeout without an error to read."""
+
+    sub_code = "supply-unreachable"
+
+
+class InstrumentError(BenchError):
     """An instrument refused or failed a command: carries its own error text."""
+
+    sub_code = "supply-error"
 
     def __init__(self, instrument: str, command: str, text: str):
         self.instrument = instrument
@@ -34,5 +59,33 @@ class InstrumentError(HarnessError):
         super().__init__(f"{instrument}: {command!r} -> {text}")
 
 
+class ConsoleLost(BenchError):
+    """The console port went away and did not come back where the device file says it must."""
+
+    sub_code = "console-lost"
+
+
+class ServerError(BenchError):
+    """The reference server could not start or stopped serving."""
+
+    sub_code = "server-error"
+
+
+class BenchStartError(BenchError):
+    """The device file's bench command did not start, or exited during the run."""
+
+    sub_code = "bench-start"
+
+
 class BenchTimeout(HarnessError):
     """Waited for something on the bench that did not happen in time."""
+
+
+def bench_error(sub_code: str, message: str) -> BenchError:
+    """The bench error class for a sub-code (a fault remembered as text, raised later)."""
+    for kind in (SupplyUnreachable, ConsoleLost, ServerError, BenchStartError):
+        if kind.sub_code == sub_code:
+            return kind(message)
+    error = BenchError(message)
+    error.sub_code = sub_code
+    return error

@@ -92,7 +92,28 @@ class Code(str, Enum):
                         "firmware crash", "engine")
     DISCHARGE = ("discharge", "the rail did not discharge below `discharge_below` in time",
                  "a load that keeps the rail up, or a too low threshold", "engine")
-    ERROR = ("error", "any other bench problem (the message says which)", "", "engine")
+    ERROR = ("error", "any other problem the engine met (the message says which)", "", "engine")
+    # -- bench errors: the bench failed, not the device (a pytest error, never a failure) ------
+    SUPPLY_UNREACHABLE = ("supply-unreachable", "the supply did not answer: connection refused or dropped, "
+                          "VISA timeout", "LAN link, USB hub, the instrument's remote interface", "bench")
+    SUPPLY_ERROR = ("supply-error", "the supply reported an error (its error queue's own text) or switched its "
+                    "output off by itself", "OVP/OCP trip, a setting out of range for this model", "bench")
+    CONSOLE_LOST = ("console-lost", "the console port vanished and did not come back (a device file with "
+                    "`console.native_usb: true` makes this the device's `no-boot` instead)",
+                    "USB hub, adapter cable, ser2net", "bench")
+    SERVER_ERROR = ("server-error", "the reference server could not listen or stopped serving",
+                    "its port is taken by another process", "bench")
+    BENCH_START = ("bench-start", "the device file's `bench.start` command did not start, or exited during "
+                   "the run", "see bench.log in the run directory", "bench")
+
+
+#: the codes of :class:`harness.errors.BenchError`: counted apart, reported as pytest errors, retried
+BENCH_CODES = frozenset(code for code in Code if code.found_by == "bench")
+
+
+def is_bench(code: str) -> bool:
+    """Whether ``code`` blames the bench rather than the device."""
+    return code in BENCH_CODES
 
 
 def lookup(code: str) -> Code:

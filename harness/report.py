@@ -55,6 +55,45 @@ class ScenarioResult:
     by_version: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: sizes of the session records the device said it stored (its flash_write/session_stored line's ``bytes``)
     stored_bytes: list[int] = field(default_factory=list)
+    #: the outcome code (harness.outcomes): the verdict's code(s) on a pass or a failure, the sub-code of a
+    #: bench error; "verdict" or "bench-error" in ``kind``
+    code: str = ""
+    kind: str = "verdict"
+    #: earlier attempts of this scenario that ended in a bench error (``--bench-retries``): number, code, text
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: the pytest run that wrote it (UTC start time and pid): a reused run directory holds older results too
+    run_id: str = ""
+
+
+def file_hash(path: Path) -> str:
+    """A short SHA-256 of a file: which device file (or build) a run used, without copying it."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unreadable"
+
+
+def console_excerpt(lines: list[Any], cuts: list[Any], before: float = 2.0, after: float = 8.0,
+                    limit: int = 40) -> list[str]:
+    """The console lines around the last power cut (or the last lines, without one), stamped.
+
+    What a CI page shows under a failed case: the cut, the reboot and the
+    connect after it are where a resumption bug shows.
+    """
+    if cuts:
+        at = cuts[-1].off_mono
+        chosen = [ln for ln in lines if at - before <= ln.mono <= at + after]
+    else:
+        chosen = list(lines)
+    return [f"{hhmmss(ln.mono)}  {ln.text}" for ln in chosen[-limit:]]
+
+
+def save_result(result: ScenarioResult) -> None:
+    """(Re)write ``result.json`` in the result's run directory."""
+    path = Path(result.run_dir) / "result.json"
+    path.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
 
 
 #: one line of the timeline: (mono, source, text); every file adds its own, then they are sorted on the one clock
@@ -64,9 +103,21 @@ Event = tuple[float, str, str]
 def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, records: Iterable[RecordLike],
                   lines: Iterable[Any], supply_events: Iterable[Any], steps: Iterable[tuple[float, str]],
                   cuts: Iterable[Any], boots: Iterable[Any], verdict_text: str, outcome: str,
-                  seed: int | None = None, stored_bytes: Iterable[int] = ()) -> ScenarioResult:
+                  seed: int | None = None, stored_bytes: Iterable[int] = (),
+                  session_writes: Iterable[Any] = (), supply_spec: Any = None) -> ScenarioResult:
+    """Write one scenario's run directory and return its result.
+
+    ``session_writes`` (:meth:`harness.device.Device.session_writes`) and
+    ``supply_spec`` (the device file's ``supply`` section: thresholds and
+    nominal voltage) go, with the steps, boots and cuts, into
+    ``events.jsonl``: the structured form of what ``timeline.txt`` says in
+    prose, which ``report.html`` draws on the scenario's time axis.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     records = as_records(records)
+    steps, cuts, boots = list(steps), list(cuts), list(boots)
+    _write_events(run_dir / "events.jsonl", nodeid=nodeid, start=start, end=end, steps=steps, cuts=cuts,
+                  boots=boots, session_writes=session_writes, supply_spec=supply_spec)
     events: list[Event] = []
     events += _write_console(run_dir / "console.log", lines)
     events += _write_handshakes(run_dir / "handshakes.jsonl", records)
@@ -79,6 +130,40 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
     result.stored_bytes = list(stored_bytes)
     (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+#: what events.jsonl keeps of the device file's supply section: the lines the report draws across the rail plot
+_SUPPLY_LIMITS = ("voltage", "brownout_threshold", "discharge_below")
+
+
+def _write_events(path: Path, *, nodeid: str, start: float, end: float, steps: list[tuple[float, str]],
+                  cuts: list[Any], boots: list[Any], session_writes: Iterable[Any], supply_spec: Any) -> None:
+    """One JSON object a line, each with a ``type``: scenario, limits, step, boot, cut, session_write.
+
+    Why a file of its own: timeline.txt is for people and its wording may
+    change; a report (or a lab's own tooling) needs the same facts as data,
+    on the same monotonic clock as console.log, handshakes.jsonl and
+    supply.jsonl.
+    """
+    rows: list[dict[str, Any]] = [{"type": "scenario", "nodeid": nodeid, "start": start, "end": end}]
+    if supply_spec is not None:
+        rows.append({"type": "limits", **{k: _field(supply_spec, k) for k in _SUPPLY_LIMITS}})
+    rows += [{"type": "step", "mono": mono, "text": text} for mono, text in steps]
+    rows += [{"type": "boot", "mono": _field(b, "mono"), "cause": _field(b, "cause"), "line": _field(b, "line")}
+             for b in boots]
+    rows += [{"type": "cut", "off_mono": _field(c, "off_mono"), "on_mono": _field(c, "on_mono"),
+              "volts_before_on": _field(c, "volts_before_on"), "kind": _field(c, "kind"),
+              "verified": _field(c, "verified")} for c in cuts]
+    rows += [{"type": "session_write", "mono": _field(w, "mono"), "text": _field(w, "text"),
+              "bytes": _field(w, "bytes"), "kind": _field(w, "kind")} for w in session_writes]
+    with open(path, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+
+
+def _field(obj: Any, name: str) -> Any:
+    """An attribute or a key: the evidence arrives as dataclasses from the device, as dicts from tests."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _write_console(path: Path, lines: Iterable[Any]) -> list[Event]:
@@ -192,13 +277,32 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
         return []
     passed = sum(r.outcome == "passed" for r in results)
     failed = sum(r.outcome == "failed" for r in results)
+    errors = [r for r in results if r.kind == "bench-error"]
     skipped = sum(r.outcome == "skipped" for r in results)
     full = sum(r.full for r in results)
     resumed = sum(r.resumed for r in results)
-    out = [f"scenarios: {len(results)} run, {passed} passed, {failed} failed, {skipped} skipped",
-           f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed"
-           + (f", {100 * resumed / (full + resumed):.1f}% resumed" if full + resumed else "")
-           + f"; {sum(r.failed_handshakes for r in results)} did not complete)"]
+    out = [f"scenarios: {len(results)} run, {passed} passed, {failed} failed (device verdicts), "
+           f"{len(errors)} bench errors, {skipped} skipped"]
+    by_code: dict[str, int] = {}
+    for r in results:
+        if r.outcome == "failed":
+            by_code[r.code or "?"] = by_code.get(r.code or "?", 0) + 1
+    if by_code:
+        out.append("failed verdicts by code: " + ", ".join(f"{c} {n}" for c, n in sorted(by_code.items())))
+    if errors:
+        bench_codes: dict[str, int] = {}
+        for r in errors:
+            bench_codes[r.code] = bench_codes.get(r.code, 0) + 1
+        out.append("bench errors (not the device's fault) by sub-code: "
+                   + ", ".join(f"{c} {n}" for c, n in sorted(bench_codes.items())))
+    retried = [r for r in results if r.attempts]
+    if retried:
+        saved = sum(r.kind != "bench-error" for r in retried)
+        out.append(f"retried after a bench error: {len(retried)} scenarios, {saved} of them reached a verdict "
+                   f"on a later attempt ({sum(len(r.attempts) for r in retried)} attempts lost to the bench)")
+    out.append(f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed"
+               + (f", {100 * resumed / (full + resumed):.1f}% resumed" if full + resumed else "")
+               + f"; {sum(r.failed_handshakes for r in results)} did not complete)")
     reasons: dict[str, int] = {}
     for r in results:
         for why, n in r.full_reasons.items():
@@ -225,7 +329,14 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
                    f"ones included): median {statistics.median(stored):.0f} bytes (min {min(stored)}, "
                    f"max {max(stored)})")
     for r in results:
-        if r.outcome == "failed":
-            out.append(f"FAILED {r.nodeid}: {r.verdict}")
+        if r.outcome == "failed" or r.kind == "bench-error":
+            out.append(f"{'FAILED' if r.outcome == 'failed' else 'BENCH ERROR'} {r.nodeid}: {r.verdict}")
             out.append(f"       run directory: {r.run_dir}")
     return out
+
+
+if __name__ == "__main__":
+    # python -m harness.report RUN_ROOT | --history DIR: report.html and the trend page (harness/htmlreport.py).
+    from harness.htmlreport import main
+
+    raise SystemExit(main())

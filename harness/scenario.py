@@ -27,7 +27,7 @@ from . import expectations, yamlfile
 from .devicefile import PROTOCOLS, VERSION_WORDS
 from .server import records
 from .errors import ConfigError
-from .yamlfile import Fields, Map, Seq, unknown
+from .yamlfile import Fields, Map, Seq, brief, unknown
 
 SCHEMA_VERSION = 1
 VERSIONS = VERSION_WORDS
@@ -207,13 +207,13 @@ def _check_times(fields: Fields) -> None:
     for key in ("off_time", "delay", "duration", "seconds"):
         v = fields.map.get(key)
         if isinstance(v, str) and (key != "off_time" or v != "discharged") and "{" not in v:
-            raise fields.error(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {v!r}")
+            raise fields.error(key, f"expected seconds{' or discharged' if key == 'off_time' else ''}, got {brief(v)}")
         if isinstance(v, dict) and key == "delay" and set(v) == {"of_write"}:
             frac = v["of_write"]
             if not (isinstance(frac, str) and _PARAMETER.fullmatch(frac)) and \
                     (isinstance(frac, bool) or not isinstance(frac, (int, float)) or frac < 0):
                 raise fields.error(key, f"expected {{of_write: FRACTION}} with a fraction >= 0 of the device's "
-                                        f"measured session write time, got {dict(v)!r}")
+                                        f"measured session write time, got {brief(dict(v))}")
             continue
         if isinstance(v, dict):
             rnd = v.get("random")
@@ -221,7 +221,7 @@ def _check_times(fields: Fields) -> None:
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rnd)
                     or not 0 <= rnd[0] <= rnd[1]):
                 raise fields.error(key, "expected seconds or {random: [low, high]} with 0 <= low <= high, "
-                                        f"got {dict(v)!r}")
+                                        f"got {brief(dict(v))}")
 
 
 def _check_cut(fields: Fields) -> None:
@@ -248,10 +248,10 @@ def _check_expect_console(fields: Fields) -> None:
 def _check_connect(fields: Fields) -> None:
     version = fields.map.get("version")
     if version is not None and "{" not in version and version not in VERSIONS:
-        raise fields.error("version", f"expected one of {', '.join(VERSIONS)}, got {version!r}")
+        raise fields.error("version", f"expected one of {', '.join(VERSIONS)}, got {brief(version)}")
     expect = fields.map.get("expect")
     if expect is not None and expect not in ("ok", "fail", "any"):
-        raise fields.error("expect", f"expected ok, fail or any, got {expect!r}")
+        raise fields.error("expect", f"expected ok, fail or any, got {brief(expect)}")
 
 
 def _check_expect_server(fields: Fields) -> None:
@@ -265,7 +265,7 @@ def _check_expect_server(fields: Fields) -> None:
         raise fields.error("reason", "a reason goes with outcome: refused")
     mechanism = fields.map.get("mechanism")
     if mechanism is not None and mechanism not in MECHANISMS:
-        raise fields.error("mechanism", f"expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+        raise fields.error("mechanism", f"expected one of {', '.join(MECHANISMS)}, got {brief(mechanism)}")
 
 
 def _check_server(fields: Fields) -> None:
@@ -273,7 +273,7 @@ def _check_server(fields: Fields) -> None:
     if versions is not None:
         for v in [versions] if isinstance(versions, str) else versions:
             if v not in SERVER_VERSIONS:
-                raise fields.error("versions", f"expected TLSv1.2 and/or TLSv1.3, got {v!r}")
+                raise fields.error("versions", f"expected TLSv1.2 and/or TLSv1.3, got {brief(v)}")
     protocol = fields.map.get("protocol")
     if protocol is not None and protocol not in PROTOCOLS:
         raise fields.error("protocol", unknown("application protocol", protocol, PROTOCOLS, intro="known:"))
@@ -282,7 +282,7 @@ def _check_server(fields: Fields) -> None:
                                  "tls13_tickets, session_cache, versions, protocol, greeting or ticket_delay")
     delay = fields.map.get("ticket_delay")
     if isinstance(delay, (int, float)) and not 0 <= delay <= 30:
-        raise fields.error("ticket_delay", f"expected seconds from 0 to 30, got {delay!r}")
+        raise fields.error("ticket_delay", f"expected seconds from 0 to 30, got {brief(delay)}")
 
 
 def _check_brownout(fields: Fields) -> None:
@@ -294,7 +294,7 @@ def _check_brownout(fields: Fields) -> None:
 def _check_repeat(fields: Fields) -> None:
     times = fields.map["times"]
     if not isinstance(times, int) or times < 1:
-        raise fields.error("times", f"must be a whole number of at least 1, got {times!r}")
+        raise fields.error("times", f"must be a whole number of at least 1, got {brief(times)}")
 
 
 def _check_corrupt_session(fields: Fields) -> None:
@@ -330,13 +330,14 @@ def parse(doc: Any, file: str) -> Scenario:
                           message="expected a list of marker names (identifiers)")
     timeout = doc.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise top.error("timeout", f"expected seconds > 0, got {timeout!r}")
+        raise top.error("timeout", f"expected seconds > 0, got {brief(timeout)}")
     repeat = doc.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise top.error("repeat", f"expected a whole number >= 1, got {repeat!r}")
+        raise top.error("repeat", f"expected a whole number >= 1, got {brief(repeat)}")
     keep = top.value("keep_session", (bool,), False, what="true or false")
     server = _server_settings(top)
     params = _parameters(top)
+    _check_expansion(top, params, repeat)
     requires = top.list_of("requires", str, default=[],
                            message="expected a list of device command or firmware event names")
     steps = doc.get("steps")
@@ -344,9 +345,32 @@ def parse(doc: Any, file: str) -> Scenario:
         raise top.error("steps", "missing or empty: a scenario needs steps")
     parsed = [_parse_step(item, steps, i, "steps") for i, item in enumerate(steps)]
     _check_placeholders(parsed, set(params), file)
+    _check_parameter_values(parsed, params, file, "steps")
     return Scenario(file=file, name=name, description=" ".join(description.split()), steps=parsed,
                     markers=list(markers), timeout=float(timeout) if timeout else None, server=server,
                     parameters=params, repeat=repeat, keep_session=keep, requires=list(requires), line=doc.line)
+
+
+#: How many tests one scenario file may expand into (parameter combinations times
+#: ``repeat``).  Collection builds them all at once: ``repeat: 1000000000000`` or
+#: ten parameters of ten values must be refused, not collected for an hour.
+MAX_TESTS = 10_000
+
+
+def _check_expansion(top: Fields, params: dict[str, list[Any]], repeat: int) -> None:
+    """Refuse a file that would expand into more than :data:`MAX_TESTS` tests."""
+    count = repeat
+    for values in params.values():
+        count *= len(values)
+        if count > MAX_TESTS:
+            break
+    if count > MAX_TESTS:
+        key = "repeat" if repeat > MAX_TESTS or not params else "parameters"
+        sizes = " x ".join(str(len(v)) for v in list(params.values())[:8]) + (" x ..." if len(params) > 8 else "")
+        shape = (f"{sizes} parameter values" if params else "") + (" x " if params and repeat > 1 else "") \
+            + (f"repeat {repeat}" if repeat > 1 else "")
+        raise top.error(key, f"expands to more than {MAX_TESTS} tests ({shape}); split the file or use "
+                             "a repeat step")
 
 
 def _header(top: Fields) -> tuple[str, str]:
@@ -355,11 +379,11 @@ def _header(top: Fields) -> tuple[str, str]:
         raise top.missing("schema", "missing: write 'schema: 1' first")
     schema = top.map["schema"]
     if schema != SCHEMA_VERSION or isinstance(schema, bool):
-        raise top.error("schema", f"unsupported schema version {schema!r}; this harness reads {SCHEMA_VERSION}")
+        raise top.error("schema", f"unsupported schema version {brief(schema)}; this harness reads {SCHEMA_VERSION}")
     name = top.map.get("name")
     if not isinstance(name, str) or not NAME_RX.match(name):
         raise top.error("name", "missing or not a plain name (letters, digits, _ . -)"
-                        if name is None or isinstance(name, str) else f"expected a name, got {name!r}")
+                        if name is None or isinstance(name, str) else f"expected a name, got {brief(name)}")
     description = top.map.get("description")
     if not isinstance(description, str) or not description.strip():
         raise top.error("description",
@@ -386,11 +410,14 @@ def _parameters(top: Fields) -> dict[str, list[Any]]:
     if params is None:
         return {}
     for key in params.map:
-        params.list_of(key, message="expected a non-empty list of values", non_empty=True)
+        values = params.list_of(key, message="expected a non-empty list of values", non_empty=True)
         if not isinstance(key, str) or not key.isidentifier():
             raise params.error(key, "a parameter name is an identifier"
                                + (" (YAML reads an unquoted yes/no/on/off as true/false: quote it)"
                                   if isinstance(key, bool) else ""))
+        for value in values:
+            if _names_in(value):   # filled in once: a {name} in a value would reach the run as text
+                raise params.error(key, f"a parameter value cannot hold a {{placeholder}}, got {brief(value)}")
     return {k: list(v) for k, v in params.map.items()}
 
 
@@ -418,6 +445,44 @@ def _check_placeholders(steps: list[Step], names: set[str], file: str) -> None:
         for key, value in step.args.items():
             check(value, f"{step.action}.{key}", step.line)
         _check_placeholders(step.steps, names - RUNTIME_VALUES, file)
+
+
+def _check_parameter_values(steps: list[Step], params: dict[str, list[Any]], file: str, path: str) -> None:
+    """Check each step again with each value of each parameter it uses, as the run will fill it in.
+
+    While the steps are read a ``{parameter}`` stands for any type; by now its
+    values are known, so ``wait: "{t}"`` with ``t: [abc]`` or
+    ``expect_console: "^{p}$"`` with ``p: ["("]`` is refused here, naming the
+    value, instead of failing in ``float()`` or ``re.compile`` mid-run.
+    """
+    for index, step in enumerate(steps):
+        where = f"{path}[{index}].{step.action}"
+        if step.action == "repeat":
+            _check_parameter_values(step.steps, params, file, f"{where}.steps")
+        used = {name for value in step.args.values() for name in _names_in(value)} & set(params)
+        for name in sorted(used):
+            for value in params[name]:
+                args = substitute(step.args, {name: value})
+                if step.action == "repeat":
+                    args["steps"] = []
+                fields = Fields(Map.at(file, step.line, args), where)
+                try:
+                    _check_arguments(fields, _STEP_KEYS[step.action])
+                    _check_values(step.action, fields)
+                except ConfigError as exc:
+                    raise ConfigError(file, step.line, exc.key,
+                                      f"with parameter {name} = {brief(value)}: {exc.message}") from None
+
+
+def _names_in(value: Any) -> set[str]:
+    """The ``{name}`` placeholders anywhere in a step argument."""
+    if isinstance(value, str):
+        return set(re.findall(r"\{(\w+)\}", value))
+    if isinstance(value, dict):
+        return set().union(*(_names_in(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_names_in(v) for v in value)) if value else set()
+    return set()
 
 
 def load(path: str | Path) -> Scenario:

@@ -15,6 +15,7 @@ included.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,12 +25,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, TypeVar
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from . import clock
 from .dialect import Dialect, Reply
 from .dialect import load as load_dialect
-from .errors import BenchTimeout, ConfigError, HarnessError, InstrumentError
+from .errors import BenchError, BenchTimeout, ConfigError, HarnessError, InstrumentError, SupplyUnreachable
 from .watchdog import Watchdog, WatchdogConfig
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,37 @@ class SupplyLog:
 
     Opened in append mode and flushed per line: the watchdog writes to the
     same file from another process, and a SIGKILL must not lose the tail.
+    The rail sampler's routine queries are the one thing left out (see
+    :meth:`quiet`); their answers are in ``rail.jsonl``.
     """
+
+    #: what :meth:`quiet` leaves out: the routine traffic, never timeouts, errors or edges
+    QUIET_KINDS = frozenset({"write", "reply"})
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self._fh: IO[str] | None = None
+        self._quiet = threading.local()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Leave this thread's plain writes and replies out of the log while inside.
+
+        For the rail sampler: ten samples a second would bury the edges
+        under thousands of ``MEAS`` lines, and their answers are kept in
+        ``rail.jsonl`` anyway.  Per thread, so a foreground operation that
+        runs meanwhile is still logged in full.
+        """
+        self._quiet.on = True
+        try:
+            yield
+        finally:
+            self._quiet.on = False
 
     def write(self, **record: Any) -> None:
         if self.path is None:
+            return
+        if record.get("kind") in self.QUIET_KINDS and getattr(self._quiet, "on", False):
             return
         if self._fh is None:  # opened on first use: a Supply never opened leaves no handle
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +175,93 @@ def _locked(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+class PriorityLock:
+    """The supply's lock, re-entrant, where every ordinary holder goes before the background one.
+
+    Why: a query in flight cannot be aborted (5-50 ms on a real supply over
+    LAN or USB), so a power edge that finds the rail sampler
+    (:mod:`harness.rail`) talking to the instrument must wait for it.  The
+    foreground (edges, a scenario's own measurements, a console trigger's
+    cut) takes the lock as it always did, through ``with``; the sampler
+    takes it only through :meth:`acquire_idle`, which refuses while the lock
+    is held or anybody is blocked waiting for it, and it looks at
+    :attr:`wanted` between its queries so that it lets go after the query in
+    flight rather than after the whole sample.  A queue of samples thus
+    never forms in front of an edge: the worst an edge sees is one query.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._count = threading.Lock()
+        self._waiting = 0  # foreground threads blocked in acquire() right now
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Foreground acquire: a thread that has to wait is counted, so the background yields to it."""
+        if self._lock.acquire(blocking=False):   # free, or ours already: the fast path, no counting
+            return True
+        if not blocking:
+            return False
+        with self._count:
+            self._waiting += 1
+        try:
+            return self._lock.acquire(timeout=timeout)
+        finally:
+            with self._count:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @property
+    def wanted(self) -> bool:
+        """True while a foreground thread is blocked waiting for the lock."""
+        return self._waiting > 0
+
+    def acquire_idle(self) -> bool:
+        """Background acquire: only if the lock is free and no foreground thread waits; never blocks."""
+        if self._waiting or not self._lock.acquire(blocking=False):
+            return False
+        if self._waiting:          # one started waiting between the check and the acquire
+            self._lock.release()
+            return False
+        return True
+
+
+class SupplyBusy(HarnessError):
+    """The rail sampler stood aside: the supply was in use, an edge was waiting, or the caller said stop.
+
+    ``yielded`` is True when it let go half way (after the volts, before
+    the amps) so that a waiting operation could go first.
+    """
+
+    def __init__(self, message: str, yielded: bool = False):
+        self.yielded = yielded
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class RailReading:
+    """Volts and amps read back to back, with the moments that bracket them on the harness clock.
+
+    ``start`` is just before the volts query went out, ``end`` just after
+    the amps answer arrived: the instrument measured somewhere in between.
+    ``busy`` is how long the sample kept the instrument from anyone else,
+    its command gap after the last answer included.
+    """
+
+    start: float
+    end: float
+    volts: float
+    amps: float
+    busy: float
 
 
 def _no_delay(inst: Any) -> None:
@@ -205,7 +316,14 @@ class SupplyChannel:
         self._inst: Any = None
         self._last_io = 0.0
         self._safe_applied = False
-        self._lock = threading.RLock()
+        self._lock = PriorityLock()  # the rail sampler goes last: see PriorityLock
+        #: bench faults met by the foreground (scenario steps, cuts, safe state), on the harness clock:
+        #: (mono, sub-code, text); the rail sampler's go to ``background_faults``
+        self.faults: list[tuple[float, str, str]] = []
+        self.background_faults: list[tuple[float, str, str]] = []
+        self._bg = threading.local()
+        #: a reply may still be on its way after a timeout: drained before the next query
+        self._stale = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -238,7 +356,7 @@ class SupplyChannel:
             self._inst = self._rm.open_resource(self.resource, **kwargs)
         except Exception as exc:  # pyvisa raises many kinds: name them all the same way
             self._close_rm()
-            raise HarnessError(f"{self.name}: cannot open: {exc}") from exc
+            raise self._fault(SupplyUnreachable(f"{self.name}: cannot open {self.resource}: {exc}")) from exc
         self._inst.write_termination = transport.write_termination or ""
         self._inst.read_termination = transport.read_termination or None
         _no_delay(self._inst)
@@ -251,6 +369,25 @@ class SupplyChannel:
         """Front panel back to local, disconnect, close the log."""
         self._disconnect()
         self._log.close()
+
+    def reconnect(self) -> None:
+        """Drop the session and open a new one: after a LAN link or a USB hub came back.
+
+        The instrument keeps its settings across a dropped socket, but one
+        that rebooted has lost them, so the caller configures again.  Raises
+        :class:`SupplyUnreachable` if it still does not answer.
+        """
+        with self._lock:
+            inst, self._inst = self._inst, None
+            if inst is not None:
+                try:
+                    inst.close()
+                except Exception as exc:  # the old session is dead; closing it may fail any way
+                    log.debug("%s: closing the dead session: %s", self.name, exc)
+                self._log.write(kind="close", resource=self.resource, detail="reconnect")
+            self._safe_applied = False
+            self._stale = False
+        self.open()
 
     def _disconnect(self) -> None:
         """Front panel back to local, then let go of the instrument."""
@@ -322,6 +459,7 @@ class SupplyChannel:
             volts = self.measure_voltage()
             while abs(volts - self.setpoint) > tolerance:
                 if clock.now() - start > timeout:
+                    self._tripped_check("output_on")
                     raise BenchTimeout(
                         f"{self.name}: rail at {volts:.3f} V {clock.now() - start:.3f} s after "
                         f"output on, expected {self.setpoint:.3f} V +/- {tolerance:.3f} V")
@@ -378,6 +516,53 @@ class SupplyChannel:
         self._event("measure", amps=amps)
         return amps
 
+    def read_rail(self, proceed: Callable[[], bool] | None = None) -> RailReading:
+        """Volts then amps for the rail sampler, as background work: never in anyone's way.
+
+        Raises :class:`SupplyBusy` at once if the supply is in use or an
+        operation is waiting for it, and lets go between the two queries
+        (``yielded``) if one started waiting meanwhile or ``proceed()``
+        turned false (a cut was armed).  Records no power event and keeps its
+        routine traffic out of the supply log (:meth:`SupplyLog.quiet`): the
+        readings are the sampler's to keep.  Other failures (a timeout, an
+        unparseable reply) raise as they would for :meth:`measure_voltage`.
+        """
+        if not self._lock.acquire_idle():
+            raise SupplyBusy(f"{self.name}: in use")
+        try:
+            with self._log.quiet(), self._background():
+                start = clock.now()
+                volts = self._measure("measure_voltage")
+                if self._lock.wanted or (proceed is not None and not proceed()):
+                    raise SupplyBusy(f"{self.name}: wanted by another operation", yielded=True)
+                amps = self._measure("measure_current")
+                end = clock.now()
+        finally:
+            self._lock.release()
+        return RailReading(start=start, end=end, volts=volts, amps=amps,
+                           busy=end - start + (self.dialect.transport.command_gap or 0.0))
+
+    def wait_idle(self) -> None:
+        """Return once nothing, a rail sample included, is talking to the instrument.
+
+        For whoever arms a precise cut: once the cut is armed the sampler
+        starts no query (its ``pause_when``), but one it started just before
+        may still be in flight, and would delay a line that comes at once.
+        Taking the lock as the foreground makes the sampler let go after
+        that query, so when this returns the way to the supply is clear.
+        """
+        with self._lock:
+            pass
+
+    @_locked
+    def clear_protection(self) -> bool:
+        """Clear a latched OVP/OCP trip, if the model can be told to; False if it cannot."""
+        if not self.dialect.has("clear_protection"):
+            return False
+        self._sequence(["select", "clear_protection"], {})
+        self._event("protection-cleared")
+        return True
+
     @_locked
     def output_state(self) -> bool | None:
         """True/False from the instrument, or None if the model cannot be asked."""
@@ -411,6 +596,22 @@ class SupplyChannel:
         return self._event("safe", volts=state.volts if state.output else None,
                            detail=json.dumps(state.to_mapping()))
 
+    def _tripped_check(self, command: str) -> None:
+        """Raise the supply's own error if it switched its output off by itself (OVP/OCP trip).
+
+        A rail that does not come up is either the device (a short pulling
+        it into current limit) or the supply protecting itself; only the
+        supply can say which, through its output state and error queue.
+        """
+        with self._lock:
+            if self.output_state() is not False:
+                return
+            errors = self._drain_errors() if self.dialect.errors else []
+        text = "; ".join(errors) or "no error in its queue"
+        self._event("trip", detail=text)
+        raise self._fault(InstrumentError(self.name, command, f"the output switched itself off after on "
+                                                             f"(protection tripped?): {text}"))
+
     @_locked
     def check_errors(self, command: str = "") -> None:
         """Read the instrument's error reporting; raise with its own text if anything is set."""
@@ -418,7 +619,7 @@ class SupplyChannel:
         if errors:
             text = "; ".join(errors)
             self._event("error", detail=f"{command}: {text}" if command else text)
-            raise InstrumentError(self.name, command or "(sequence)", text)
+            raise self._fault(InstrumentError(self.name, command or "(sequence)", text))
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -451,7 +652,7 @@ class SupplyChannel:
         try:
             inst.write(command)
         except Exception as exc:
-            raise HarnessError(f"{self.name}: write {command!r} failed: {exc}") from exc
+            raise self._fault(SupplyUnreachable(f"{self.name}: write {command!r} failed: {exc}")) from exc
         finally:
             self._last_io = clock.now()
 
@@ -468,16 +669,42 @@ class SupplyChannel:
                 answer = self._read_until_quiet(inst)
         except pyvisa.errors.VisaIOError as exc:
             self._last_io = clock.now()
+            self._stale = True
             self._log.write(kind="timeout", command=command, detail=str(exc))
             errors = self._drain_errors() if ask_errors and self.dialect.errors else []
             if errors:
-                raise InstrumentError(self.name, command, "; ".join(errors)) from None
-            raise BenchTimeout(f"{self.name}: no answer to {command!r} within "
-                               f"{inst.timeout / 1000:.1f} s ({exc.abbreviation})") from None
+                raise self._fault(InstrumentError(self.name, command, "; ".join(errors))) from None
+            raise self._fault(SupplyUnreachable(f"{self.name}: no answer to {command!r} within "
+                                                f"{inst.timeout / 1000:.1f} s ({exc.abbreviation})")) from None
         self._last_io = clock.now()
         answer = answer.strip()
         self._log.write(kind="reply", command=command, reply=answer)
         return answer
+
+    def _drain_late_reply(self) -> None:
+        """Throw away a reply that arrived after its query timed out, so the next query reads its own.
+
+        Without this a late ``MEAS:CURR?`` answer (0.02) would be read as the
+        next ``MEAS:VOLT?`` and a powered rail would look discharged.
+        """
+        import pyvisa
+
+        inst = self._require_open()
+        saved = inst.timeout
+        dropped = b""
+        try:
+            inst.timeout = 50
+            while len(dropped) < 4096:
+                dropped += inst.read_bytes(1)
+        except pyvisa.errors.VisaIOError:
+            pass
+        except Exception as exc:  # a dead session: the next write says so
+            log.debug("%s: draining a late reply: %s", self.name, exc)
+        finally:
+            inst.timeout = saved
+            self._stale = False
+        if dropped:
+            self._log.write(kind="late-reply-dropped", detail=dropped.decode("ascii", "replace"))
 
     def _read_until_quiet(self, inst: Any) -> str:
         """Variable-length replies with no terminator end when the line goes quiet."""
@@ -503,6 +730,8 @@ class SupplyChannel:
         commands = self.dialect.render(key, channel=self.channel, **values)
         if not commands:
             raise HarnessError(f"{self.name}: dialect has no '{key}' query")
+        if self._stale:
+            self._drain_late_reply()
         self._write(commands[0])
         return self._read(commands[0], self.dialect.reply(key))
 
@@ -559,6 +788,34 @@ class SupplyChannel:
                 if not check.drain:
                     break
         return found
+
+    def _fault(self, exc: BenchError) -> BenchError:
+        """Remember a bench fault on the clock before raising it.
+
+        The exception may be swallowed on its way up (a console trigger's
+        cut runs in another thread) or the supply may be back by the time
+        anyone asks: the plugin reads ``faults`` after a failed scenario so
+        a bench fault is never reported as the device's verdict.  The rail
+        sampler's faults are kept apart (``background_faults``): it
+        swallows them itself, nothing the scenario did depended on them, and
+        they must never void a verdict about the device.
+        """
+        kept = self.background_faults if getattr(self._bg, "on", False) else self.faults
+        kept.append((clock.now(), exc.sub_code, str(exc)))
+        return exc
+
+    @contextlib.contextmanager
+    def _background(self) -> Iterator[None]:
+        """Mark this thread's supply traffic as background work (the rail sampler) while inside."""
+        self._bg.on = True
+        try:
+            yield
+        finally:
+            self._bg.on = False
+
+    def faults_between(self, start: float, end: float) -> list[tuple[float, str, str]]:
+        """The faults (mono, sub-code, text) met between two moments on the harness clock."""
+        return [f for f in self.faults if start <= f[0] <= end]
 
     def note(self, kind: str, **fields: Any) -> None:
         """Append a free-form record to the supply log (the watchdog reports through this)."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import enum
+import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator
@@ -52,7 +54,7 @@ class Map(dict):
 
     def error(self, key: str | None, message: str, *, path: str | None = None) -> ConfigError:
         line = self.line_of(key) if key is not None else self.line
-        return ConfigError(self.file, line, path or key, message)
+        return ConfigError(self.file, line, path or (None if key is None else _key_text(key)), message)
 
 
 class Seq(list):
@@ -69,32 +71,182 @@ class Seq(list):
         return self.line
 
 
+#: How deep a file may nest mappings and lists.  The deepest shipped file nests
+#: about eight levels; the limit keeps PyYAML's recursive composer, and every
+#: check that walks a value, far from Python's recursion limit.
+MAX_DEPTH = 64
+#: How many values a file may hold once every alias is expanded.  An alias
+#: costs nothing to parse but everything to walk: nine levels of nine aliases
+#: ("billion laughs") are 387 million values to any check, repr or copy.
+MAX_VALUES = 100_000
+#: The largest file read.  The shipped files are a few kilobytes; PyYAML reads
+#: about a megabyte a second, so a log or a dump named by mistake would look
+#: like a hang before it looked like a mistake.
+MAX_BYTES = 2**20
+#: The largest whole number a file may hold: bigger ones mean nothing to a
+#: bench, and past 4300 digits Python refuses to print them at all.
+MAX_INT = 2**63
+
+#: what YAML counts as a line break, for turning a character position into a line
+_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+#: the words for a tag when a value cannot be read as it
+_TAG_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "null": "null",
+              "timestamp": "a date", "binary": "base64 data", "str": "a string", "map": "a mapping",
+              "seq": "a list", "set": "a set", "omap": "an ordered mapping", "pairs": "a list of pairs"}
+#: the kind of node each collection tag needs (``!!map foo`` is a tag on the wrong kind)
+_COLLECTION_TAGS = {"map": yaml.MappingNode, "set": yaml.MappingNode, "seq": yaml.SequenceNode,
+                    "omap": yaml.SequenceNode, "pairs": yaml.SequenceNode}
+
+
+class _Brief(reprlib.Repr):
+    """``repr`` cut short: a complaint quotes a value, never a megabyte of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 2, 4, 6, 6, 6
+        self.maxstring, self.maxother, self.maxlong = 80, 80, 40
+
+    def repr_Map(self, value: dict, level: int) -> str:
+        return self.repr_dict(value, level)
+
+    def repr_Seq(self, value: list, level: int) -> str:
+        return self.repr_list(value, level)
+
+
+_BRIEF = _Brief()
+
+
+def brief(value: Any) -> str:
+    """The ``repr`` of a user's value for a message: whole when short, cut with ``...`` when long."""
+    text = _BRIEF.repr(value)
+    return text if len(text) <= 200 else f"{text[:180]}...{text[-10:]}"
+
+
+class Brief:
+    """A value that formats as :func:`brief` (``{value!r}`` and ``{value}`` alike) and keeps
+    number formats (``{value:g}``), for the message templates of :class:`Wording`."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return brief(self.value)
+
+    def __str__(self) -> str:
+        return self.value if isinstance(self.value, str) and len(self.value) <= 80 else brief(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec) if spec and isinstance(self.value, (int, float)) else str(self)
+
+
+def _line_at(text: str, position: int) -> int:
+    return len(_BREAKS.findall(text, 0, max(0, position))) + 1
+
+
+def _tag_words(tag: str) -> str:
+    name = tag.rsplit(":", 1)[-1]
+    return _TAG_WORDS.get(name, f"tag {tag}")
+
+
 def _make_loader(file: str) -> type:
     class Loader(yaml.SafeLoader):
-        pass
+        """PyYAML's safe loader, bounded: depth, expanded size, numbers, and every value it
+        cannot build, each a :class:`ConfigError` at its line instead of a crash or a hang."""
 
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Map:
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = 0
+            #: where the value being built sits: keys and [indexes] from the top
+            self.path: list[str] = []
+
+        def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+            if self.depth >= MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(file, mark.line + 1, self.dotted(), f"nested more than {MAX_DEPTH} levels deep")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def dotted(self) -> str | None:
+            """The dotted path of the value being built (``supply.voltage``, ``steps[2]``)."""
+            out = ""
+            for part in self.path:
+                out += part if part.startswith("[") or not out else f".{part}"
+            return out or None
+
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            try:
+                value = super().construct_object(node, deep)
+            except (ConfigError, yaml.YAMLError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any value PyYAML cannot build is the user's mistake
+                name = node.tag.rsplit(":", 1)[-1]
+                what = _tag_words(node.tag)
+                needs = _COLLECTION_TAGS.get(name)
+                given = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+                if needs is not None and not isinstance(node, needs):
+                    message = f"the tag {node.tag} needs {what} here"
+                elif name == "int" and isinstance(given, str) and len(given) > 40:
+                    message = f"number too large ({len(given)} characters): expected at most {MAX_INT - 1}"
+                else:
+                    # Python's reason helps for a date (month 13) or base64; elsewhere it repeats the value
+                    why = f" ({brief(str(exc))[1:-1]})" if isinstance(exc, ValueError) and name in (
+                        "timestamp", "binary") and " object " not in str(exc) else ""
+                    message = f"cannot read {brief(given)} as {what}{why}"
+                raise ConfigError(file, node.start_mark.line + 1, self.dotted(), message) from None
+            if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT < value < MAX_INT:
+                raise ConfigError(file, node.start_mark.line + 1, self.dotted(),
+                                  f"number too large ({len(node.value)} characters): "
+                                  f"expected at most {MAX_INT - 1}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(file, node.start_mark.line + 1, self.dotted(),
+                                  f"expected a finite number, got {brief(node.value)[1:-1]}")
+            return value
+
+    def construct_mapping(loader: Loader, node: yaml.MappingNode) -> Map:
+        if not isinstance(node, yaml.MappingNode):
+            raise TypeError("not a mapping node")
+        own = {id(key_node) for key_node, _ in node.value}
         loader.flatten_mapping(node)
         result = Map.at(file, node.start_mark.line + 1)
+        written: set = set()   # keys written in this mapping, not merged in with <<
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
-                raise ConfigError(file, key_node.start_mark.line + 1, None,
+                raise ConfigError(file, key_node.start_mark.line + 1, loader.dotted(),
                                   "a mapping key must be a plain value") from None
-            if key in result:
-                raise ConfigError(file, key_node.start_mark.line + 1, str(key),
-                                  "key appears twice in the same mapping")
-            value = loader.construct_object(value_node, deep=True)
+            if id(key_node) in own:
+                if key in written:
+                    raise ConfigError(file, key_node.start_mark.line + 1, _key_text(key),
+                                      "key appears twice in the same mapping")
+                written.add(key)
+            loader.path.append(_key_text(key))
+            try:
+                value = loader.construct_object(value_node, deep=True)
+            finally:
+                loader.path.pop()
             if isinstance(value, (Map, Seq)):
                 value.owner_line = key_node.start_mark.line + 1
+            result.pop(key, None)   # a key written here after a merge: placed (and ordered) as written
             result[key] = value
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
 
-    def construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Seq:
-        result = Seq(loader.construct_object(child, deep=True) for child in node.value)
+    def construct_sequence(loader: Loader, node: yaml.SequenceNode) -> Seq:
+        if not isinstance(node, yaml.SequenceNode):
+            raise TypeError("not a sequence node")
+        items = []
+        for index, child in enumerate(node.value):
+            loader.path.append(f"[{index}]")
+            try:
+                items.append(loader.construct_object(child, deep=True))
+            finally:
+                loader.path.pop()
+        result = Seq(items)
         result.file = file
         result.line = node.start_mark.line + 1
         result.item_lines = [child.start_mark.line + 1 for child in node.value]
@@ -105,30 +257,125 @@ def _make_loader(file: str) -> type:
     return Loader
 
 
+def _key_text(key: Any) -> str:
+    """A key as a message names it: YAML's ``~`` and ``""`` keys too, and never a megabyte of it."""
+    if key is None:
+        return "null"
+    if key == "" and isinstance(key, str):
+        return '""'
+    return key if isinstance(key, str) and len(key) <= 80 else brief(key) if isinstance(key, str) else str(key)
+
+
+def _check_size(node: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand past :data:`MAX_VALUES` or into themselves.
+
+    Counted on the node graph, each node once (an alias is the node it names),
+    so the count is cheap however large the expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(current: yaml.Node) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise ConfigError(file, current.start_mark.line + 1, None,
+                              "an alias inside the value it names: the value would contain itself")
+        open_.add(key)
+        total = 1
+        if isinstance(current, yaml.SequenceNode):
+            total += sum(size(child) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in current.value)
+        open_.discard(key)
+        if total > MAX_VALUES:
+            raise ConfigError(file, current.start_mark.line + 1, None,
+                              f"expands to more than {MAX_VALUES} values (aliases of aliases?): "
+                              "write the values out, or split the file")
+        sizes[key] = total
+        return total
+
+    size(node)
+
+
 def loads(text: str, file: str = "<string>") -> Any:
-    """Parse YAML text; syntax errors become a :class:`ConfigError` with the line."""
+    """Parse YAML text; a syntax error, or a file too deep, too big or unreadable as YAML,
+    becomes a :class:`ConfigError` with the line."""
     try:
-        return yaml.load(text, Loader=_make_loader(file))  # noqa: S506 - SafeLoader subclass
+        loader = _make_loader(file)(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_size(node, file)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if len(problem) > 200:   # PyYAML quotes what it found: an alias name can be a megabyte
+            problem = f"{problem[:120]}...{problem[-40:]}"
         raise ConfigError(file, line, None, f"YAML syntax: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(file, _line_at(text, exc.position), None,
+                          f"character {chr(code)!r} (#x{code:04x}) is not allowed in a YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(file, None, None, f"YAML syntax: {exc}") from None
+        raise ConfigError(file, None, None, f"YAML syntax: {brief(str(exc))[1:-1]}") from None
 
 
 def load(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)   # bounded: a wrong path to a log or a device reads no further
     except FileNotFoundError:
         raise ConfigError(str(path), None, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc}") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(str(path), None, None, f"more than {MAX_BYTES // 2**20} MiB: not a file a person "
+                          "wrote (is it the right file?)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        hint = " (it looks like UTF-16 or UTF-32)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(str(path), line, None, f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be "
+                          f"read{hint}; save the file as UTF-8") from None
     return loads(text, str(path))
+
+
+#: the widest field or precision a template may ask for: a command line is short
+MAX_FIELD_WIDTH = 1000
+
+
+def spec_problem(spec: str, *, nested: bool = True) -> str | None:
+    """What is wrong with a template's format spec (the ``.3f`` of ``{volts:.3f}``), or None.
+
+    ``format`` builds whatever width it is asked for: ``{volts:>999999999}``
+    would be a gigabyte for one command line, in the middle of a run.  A spec
+    that formats neither text nor a number (``{host:zz}``) would fail there too.
+    ``nested``: the template is filled by ``str.format``, which fills a
+    placeholder inside a spec (``{volts:{width}}``); other fillers do not.
+    """
+    for digits in re.findall(r"\d+", spec):
+        if len(digits) > 4 or int(digits) > MAX_FIELD_WIDTH:
+            return f"field width or precision {brief(digits)[1:-1]} is more than {MAX_FIELD_WIDTH}"
+    if "{" in spec:   # a nested placeholder: the spec is known only when it is filled
+        return None if nested else f"a placeholder inside a format spec ({brief(spec)}) is not filled"
+    for sample in ("x", 1, 1.5):
+        try:
+            format(sample, spec)
+            return None
+        except (ValueError, TypeError):
+            continue
+    return f"format spec {brief(spec)} formats neither text nor a number"
 
 
 def walk(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -249,10 +496,14 @@ class Fields:
         return self.map.file
 
     def where(self, key: Any) -> Any:
-        """The dotted path of ``key`` from the top of the file."""
+        """The dotted path of ``key`` from the top of the file.
+
+        A key YAML read as something else than text (``0:``, ``on:``, ``"":``)
+        is still named as text: a message drops a key that is not.
+        """
         if self.path:
-            return f"{self.path}.{key}"
-        return key if self.wording.raw_keys else str(key)
+            return f"{self.path}.{_key_text(key)}"
+        return None if key is None and self.wording.raw_keys else _key_text(key)
 
     def error(self, key: Any, message: str, *, where: str | None = None) -> ConfigError:
         """A complaint about ``key`` (any key, ``null`` too), at its line, to raise."""
@@ -325,8 +576,11 @@ class Fields:
         """
         try:
             compiled = re.compile(text)
-        except re.error as exc:
+        except (re.error, OverflowError) as exc:   # a{4294967296} is an OverflowError, not an re.error
             raise self.error(key, self.wording.bad_regex.format(error=exc), where=where) from None
+        except RecursionError:   # thousands of nested groups
+            raise self.error(key, self.wording.bad_regex.format(error="groups nested too deeply"),
+                             where=where) from None
         for group in groups:
             if group not in compiled.groupindex:
                 raise self.error(key, self.wording.needs_group.format(group=group), where=where)
@@ -395,6 +649,6 @@ class Fields:
     def _check(self, key: Any, value: Any, kinds: tuple[type, ...], what: str, template: str | None = None) -> Any:
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             template = template or self.wording.wrong_type
-            raise self.error(key, template.format(what=what, value=value, type=type(value).__name__))
+            raise self.error(key, template.format(what=what, value=Brief(value), type=type(value).__name__))
         return value
 

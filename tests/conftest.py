@@ -9,12 +9,16 @@ runs in well under a minute.  ``pytest tests`` runs both.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 #: test folders and modules whose tests drive real bench processes
-SLOW_FOLDERS = {"scenario_runs", "sim", "cfirmware"}
+SLOW_FOLDERS = {"scenario_runs", "sim", "cfirmware", "lab", "safety", "fuzz"}
 SLOW_MODULES = {"test_keysight_simbench.py", "test_safe_state.py", "test_watchdog.py", "test_device_simbench.py",
-                "test_console_sim.py", "test_option_fixtures.py"}
+                "test_console_sim.py", "test_option_fixtures.py", "test_report_browser.py",
+                "test_rail_simbench.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,3 +31,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_configure(config: pytest.Config) -> None:
     # Also when the harness plugin is not loaded (-p no:fixtures.plugin).
     config.addinivalue_line("markers", "slow: a harness test that starts real bench processes (minutes)")
+
+
+#: the firmware variant whose default-suite run two tests share: the variant matrix judges its cells and the
+#: report test opens its report.html in a browser (one run of about four minutes instead of two)
+SHARED_VARIANT = "torn-write"
+
+
+@pytest.fixture(scope="session")
+def torn_write_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The default suite (`pytest`, every scenario but the soak) on the simulated bench with the torn-write firmware.
+
+    Returns the run root and the outcome of every test by name (read from the child's JUnit XML).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "scenario_runs"))
+    from scenario_suite import run_suite
+
+    tmp = tmp_path_factory.mktemp("suite-torn-write")
+    results, proc = run_suite(tmp, "--sim-variant", SHARED_VARIANT, timeout=1500)
+    assert results, proc.stdout[-3000:]
+    return tmp / "runs", results

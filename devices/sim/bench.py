@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -25,9 +26,11 @@ import socketserver
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .faults import Fault, FaultPlan, FaultSpecError
 from .power import DEFAULT_FIRMWARE, DEFAULT_SETTINGS, FirmwareStartError, PowerDomain
 from .scpi import MAX_LINE
 from .supply import SimulatedSupply
@@ -59,6 +62,8 @@ class BenchConfig:
     por: float = 1.0
     tick: float = 0.005
     garbage: bytes = GARBAGE
+    #: bench faults to inject (devices/sim/faults.py), for the harness's own tests
+    faults: list[Fault] = field(default_factory=list)
 
 
 class _ScpiServer(socketserver.ThreadingTCPServer):
@@ -67,7 +72,23 @@ class _ScpiServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: tuple[str, int], supply: SimulatedSupply):
         self.supply = supply
+        self.clients: set[socket.socket] = set()
+        self.clients_lock = threading.Lock()
+        #: until when (time.monotonic) new connections are closed at once: a dropped LAN link
+        self.refuse_until = 0.0
         super().__init__(address, _ScpiHandler)
+
+    def drop(self, down: float) -> None:
+        """Close every client connection now and refuse new ones for ``down`` seconds."""
+        self.refuse_until = time.monotonic() + down
+        with self.clients_lock:
+            clients = list(self.clients)
+        for sock in clients:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        log.warning("scpi: link dropped (%d clients), back in %s s", len(clients), down)
 
 
 class _ScpiHandler(socketserver.BaseRequestHandler):
@@ -81,6 +102,19 @@ class _ScpiHandler(socketserver.BaseRequestHandler):
         supply: SimulatedSupply = self.server.supply  # type: ignore[attr-defined]
         sock: socket.socket = self.request
         peer = self.client_address
+        server: _ScpiServer = self.server  # type: ignore[assignment]
+        if time.monotonic() < server.refuse_until:
+            log.info("scpi: client %s:%s refused (link down)", *peer[:2])
+            return
+        with server.clients_lock:
+            server.clients.add(sock)
+        try:
+            self._serve(supply, sock, peer)
+        finally:
+            with server.clients_lock:
+                server.clients.discard(sock)
+
+    def _serve(self, supply: SimulatedSupply, sock: socket.socket, peer: tuple) -> None:
         log.info("scpi: client %s:%s connected", *peer[:2])
         buf = b""
         skipping = False
@@ -152,6 +186,10 @@ class Bench:
             self.workdir = Path(cfg.workdir).resolve()
             self.workdir.mkdir(parents=True, exist_ok=True)
         self.supply = SimulatedSupply(tau=cfg.tau)
+        self.faults = FaultPlan(cfg.faults, {"scpi-drop": self._drop_scpi, "trip": self._trip,
+                                             "uart-gone": self._uart_gone, "exit": self._exit},
+                                fired_path=self.workdir / "faults.fired")
+        self.supply.on_output_on = lambda ch: self.faults.event("on")
         self.uart = Uart(self.uart_link, vanish=cfg.uart_mode == "vanish", garbage=cfg.garbage)
         values = dict(DEFAULT_SETTINGS, **cfg.settings)
         values.update(flash=str(self.flash_path), variant=cfg.variant)
@@ -195,13 +233,17 @@ class Bench:
         rail, low, output = self.supply.sample(1)
         for word in self.power.read_states():
             if word in CURRENTS:
+                if word != self.state:
+                    self.faults.event(word)
                 self.state = word
         if self.device == "running":
             status = self.power.reap_exited()
             if status is not None:
+                # A crashed device is the device's problem, not the supply's: it says so on its
+                # UART (as a fault handler would) and goes quiet; the supply knows nothing of it.
                 self.device, self.state = "halted", "off"
-                self.supply.push_error(-310, f"System error; firmware exited with status {status} "
-                                             f"(see {self.power.log_file.name})")
+                self.uart.say(f"*** sim: firmware exited with status {status} (see {self.power.log_file.name}) "
+                              "***")
         if self.device in ("running", "halted") and low < cfg.brownout:
             self.power.kill()
             self.uart.power_down()
@@ -215,9 +257,28 @@ class Bench:
             self.uart.discard_input()
         self.supply.set_load(CURRENTS.get(self.state, 0.0) if self.device == "running" else 0.0)
 
+    # ----------------------------------------------------------------- faults
+    def _drop_scpi(self, fault: Fault) -> None:
+        assert self._server is not None
+        self._server.drop(fault.down)
+
+    def _trip(self, fault: Fault) -> None:
+        """Called under the supply's lock as the output comes on."""
+        self.supply.trip(1, "over-voltage protection tripped at power-on")
+
+    def _uart_gone(self, fault: Fault) -> None:
+        self.uart.gone_until = time.monotonic() + fault.down
+        self.uart.close()
+
+    def _exit(self, fault: Fault) -> None:
+        log.error("fault: the bench process dies now")
+        logging.shutdown()
+        os._exit(3)
+
     def _boot(self) -> None:
         cause = "power-on" if self.death_min < self.config.por else "brown-out"
         self.boots += 1
+        self.faults.event("boot")
         fd = self.uart.power_up()
         try:
             self.power.start(fd, cause)
@@ -266,6 +327,9 @@ def parse_args(argv: list[str]) -> BenchConfig:
     p.add_argument("--por", type=float, default=1.0, help="below this the next boot is power-on, else brown-out")
     p.add_argument("--tick", type=float, default=0.005, help="monitor period, s")
     p.add_argument("--garbage", default=GARBAGE.hex(), help="hex bytes the UART emits at power-up")
+    p.add_argument("--fault", dest="faults", action="append", default=[], metavar="KIND@EVENT[#N][:down=S]",
+                   help="inject a bench fault (devices/sim/faults.py): scpi-drop, trip, uart-gone or exit, at the "
+                        "N-th on, boot, flash or radio event")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     try:
@@ -274,6 +338,10 @@ def parse_args(argv: list[str]) -> BenchConfig:
         p.error(f"--garbage must be hex, got {a.garbage!r}")
     if a.firmware == DEFAULT_FIRMWARE and a.variant not in VARIANTS:
         p.error(f"unknown variant {a.variant!r} (known: {', '.join(VARIANTS)})")
+    try:
+        faults = [Fault.parse(spec) for spec in a.faults]
+    except FaultSpecError as exc:
+        p.error(str(exc))
     if a.tau <= 0 or not 0 <= a.por < a.brownout:
         p.error("need --tau > 0 and 0 <= --por < --brownout")
     logging.basicConfig(level=getattr(logging, a.log_level.upper(), logging.INFO), stream=sys.stderr,
@@ -281,7 +349,7 @@ def parse_args(argv: list[str]) -> BenchConfig:
     return BenchConfig(workdir=a.workdir, host=a.host, port=a.port, firmware=a.firmware, variant=a.variant,
                        uart_mode=a.uart_mode, settings=_pairs(a.settings, "--set", p),
                        env=_pairs(a.env, "--env", p), tau=a.tau, brownout=a.brownout, por=a.por,
-                       tick=a.tick, garbage=garbage)
+                       tick=a.tick, garbage=garbage, faults=faults)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .scpi import Command, ErrorQueue, Parser, ScpiError, boolean, channel_list, fmt, number
 
@@ -98,6 +99,8 @@ class SimulatedSupply:
     remote: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
     parser: Parser = field(init=False)
+    #: called (under the lock) when an OUTP ON switches a channel on: the bench's fault injection hooks here
+    on_output_on: Callable[[Channel], None] | None = None
 
     def __post_init__(self) -> None:
         c = Command
@@ -151,6 +154,20 @@ class SimulatedSupply:
             reply = self.parser.execute(raw)
             self._advance()
             return reply
+
+    def trip(self, number: int, why: str) -> None:
+        """Trip a channel's over-voltage protection: output off, latched, and said in the error queue.
+
+        Real supplies differ in how they report a trip (a status register,
+        the front panel, the error queue); the queue is the one the
+        harness reads after every command, and the latch is what makes the
+        next OUTP ON fail until OUTP:PROT:CLE.
+        """
+        with self.lock:
+            ch = self.channels[number - 1]
+            ch.output, ch.ovp_tripped = False, True
+            self.parser.errors.push(-300, f"Device-specific error; channel {number}: {why}")
+            log.warning("channel %d: %s", number, why)
 
     def push_error(self, code: int, text: str) -> None:
         with self.lock:
@@ -241,9 +258,11 @@ class SimulatedSupply:
         for ch in chans:
             if on and (ch.ovp_tripped or ch.ocp_tripped):
                 raise ScpiError(-221, "protection tripped, clear it first")
-            ch.output = on
+            was_on, ch.output = ch.output, on
             log.info("channel %d: output %s", ch.number, "ON" if on else "OFF")
             self._check_protection(ch)
+            if on and not was_on and self.on_output_on is not None:
+                self.on_output_on(ch)
 
     def _volt(self, params: list[str]) -> None:
         value, chans = self._value(params)

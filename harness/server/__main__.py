@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ticket-delay", type=float, default=0.0, metavar="S",
                    help="TLS 1.3: send the tickets (and what follows them) S seconds after the handshake, as a "
                    "network round trip or a late server would (default 0; TLS 1.2 tickets are never delayed)")
+    p.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                   help="connections open at once; at the cap the longest-running handshake is closed to make "
+                   "room (default 1000)")
     p.add_argument("--log", type=Path, help="handshake log, JSON lines (default: WORKDIR/handshakes.jsonl)")
     p.add_argument("--workdir", type=Path, help="where the CA, certificate and log go (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
@@ -106,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 #: knobs whose command-line option has the same name
 _SAME_NAME = ("host", "port", "tls13_tickets", "cert", "ca", "client_cert", "client_ca", "handshake_timeout",
-              "app_timeout", "protocol", "greeting", "ticket_delay")
+              "app_timeout", "protocol", "greeting", "ticket_delay", "max_connections")
 #: knob -> the option that sets it
 _RENAMED = {"ticket_lifetime": "lifetime", "key_type": "key", "key": "key_file", "log_path": "log"}
 

@@ -7,6 +7,16 @@ server picked, and which tickets it issued.  The callback delivers each
 message in plaintext (TLS 1.3 NewSessionTickets included, although they are
 encrypted on the wire), so a small, bounds-checked reader is all it takes.
 Every parser raises :class:`ParseError` on malformed input, never IndexError.
+
+What a ClientHello can make the server keep is bounded whatever its size
+(up to 64 KiB of extensions), and so is the time it takes to read: at most
+:data:`MAX_EXTENSIONS` extensions are walked (a real client sends about
+twenty; sixteen thousand empty ones cost this reader tens of milliseconds of
+the server's only thread), at most :data:`MAX_PSK_IDENTITIES` PSK identities
+are kept (a real client offers one or two; thousands of one-byte identities
+made a record of hundreds of kilobytes), and the server name is cut to
+:data:`MAX_SNI` printable characters (it is printed on consoles and in
+reports).
 """
 
 from __future__ import annotations
@@ -22,6 +32,13 @@ EXT_SERVER_NAME = 0
 EXT_SESSION_TICKET = 35
 EXT_PRE_SHARED_KEY = 41
 EXT_SUPPORTED_VERSIONS = 43
+
+#: extensions walked in one ClientHello; more is a ParseError
+MAX_EXTENSIONS = 128
+#: PSK identities kept from one ClientHello; ``psk_more`` says that more followed
+MAX_PSK_IDENTITIES = 16
+#: characters of the server name kept (a DNS name has at most 253)
+MAX_SNI = 255
 
 TLS12 = 0x0303
 TLS13 = 0x0304
@@ -62,7 +79,11 @@ def _extensions(msg: bytes, pos: int, end: int) -> dict[int, tuple[int, int]]:
     if pos >= end:
         return exts
     pos, stop = _vec(msg, pos, 2, end)
+    count = 0
     while pos < stop:
+        count += 1
+        if count > MAX_EXTENSIONS:
+            raise ParseError(f"more than {MAX_EXTENSIONS} extensions")
         if pos + 4 > stop:
             raise ParseError("truncated extension header")
         etype = int.from_bytes(msg[pos : pos + 2], "big")
@@ -86,7 +107,8 @@ class ClientHello:
     sni: str | None = None
     versions: list[int] = field(default_factory=list)
     ticket: bytes | None = None  # RFC 5077 ticket; b"" = "I support tickets, have none"
-    psk: list[PskIdentity] = field(default_factory=list)
+    psk: list[PskIdentity] = field(default_factory=list)  # the first MAX_PSK_IDENTITIES
+    psk_more: bool = False  # the client offered more PSK identities than ``psk`` holds
 
     @property
     def offers_tls13(self) -> bool:
@@ -119,11 +141,13 @@ def parse_client_hello(msg: bytes) -> ClientHello:
     if EXT_SERVER_NAME in exts:
         start, stop = exts[EXT_SERVER_NAME]
         pos, stop = _vec(msg, start, 2, stop)
-        while pos + 3 <= stop:
+        for _ in range(4):  # one name per type (RFC 6066 3), and type 0 is the only one defined
+            if pos + 3 > stop:
+                break
             name_type = msg[pos]
             n_start, pos = _vec(msg, pos + 1, 2, stop)
             if name_type == 0:
-                ch.sni = msg[n_start:pos].decode("ascii", errors="replace")
+                ch.sni = _printable(msg[n_start:pos])
                 break
     if EXT_SUPPORTED_VERSIONS in exts:
         start, stop = exts[EXT_SUPPORTED_VERSIONS]
@@ -136,12 +160,27 @@ def parse_client_hello(msg: bytes) -> ClientHello:
         start, stop = exts[EXT_PRE_SHARED_KEY]
         pos, stop = _vec(msg, start, 2, stop)
         while pos < stop:
+            if len(ch.psk) == MAX_PSK_IDENTITIES:
+                ch.psk_more = True
+                break
             i_start, pos = _vec(msg, pos, 2, stop)
             if pos + 4 > stop:
                 raise ParseError("truncated PSK identity")
             ch.psk.append(PskIdentity(msg[i_start:pos], int.from_bytes(msg[pos : pos + 4], "big")))
             pos += 4
     return ch
+
+
+def _printable(raw: bytes) -> str:
+    """A server name fit for a console line: ASCII, control characters as ``?``, at most MAX_SNI characters.
+
+    OpenSSL refuses names over 255 bytes or with a NUL, but lets escape
+    sequences and newlines through, and the record of a *failed* handshake
+    keeps whatever the ClientHello said.
+    """
+    text = raw[: MAX_SNI + 1].decode("ascii", errors="replace")
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return text if len(text) <= MAX_SNI else text[: MAX_SNI - 3] + "..."
 
 
 @dataclass

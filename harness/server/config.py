@@ -37,6 +37,7 @@ RUNTIME_KNOBS = frozenset(
         "protocol",
         "greeting",
         "ticket_delay",
+        "max_connections",
     }
 )
 
@@ -77,6 +78,14 @@ class ServerConfig:
     end.  The record is still published at the handshake's end.  TLS 1.2
     tickets are part of the handshake and are never delayed.  Read at
     accept, like ``protocol``.
+
+    ``max_connections`` caps the connections open at once, so a flood of
+    idle or slow clients costs bounded memory and file descriptors whatever
+    the timeouts.  At the cap the server makes room by closing the
+    connection that has been in its handshake the longest (its record says
+    so); connections past their handshake (devices holding MQTT) are never
+    closed for room: if all of them are, new ones wait in the listen backlog
+    until one ends.
     """
 
     host: str = "127.0.0.1"
@@ -99,6 +108,7 @@ class ServerConfig:
     protocol: str = "line"
     greeting: str = DEFAULT_GREETING
     ticket_delay: float = 0.0
+    max_connections: int = 1000
     log_path: Path | None = None  # default: <workdir>/handshakes.jsonl
 
     def __post_init__(self) -> None:
@@ -130,6 +140,9 @@ class ServerConfig:
             raise ServerConfigError(f"key_type must be one of {', '.join(KEY_TYPES)}, not {self.key_type!r}")
         if self.handshake_timeout <= 0 or self.app_timeout <= 0:
             raise ServerConfigError("timeouts must be positive")
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) \
+                or self.max_connections < 1:
+            raise ServerConfigError(f"max_connections must be a whole number >= 1, not {self.max_connections!r}")
         protocol = str(self.protocol).strip().lower()
         if protocol not in PROTOCOL_NAMES:
             raise ServerConfigError(

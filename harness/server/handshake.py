@@ -13,6 +13,7 @@ connection.
 from __future__ import annotations
 
 import logging
+import re
 import selectors
 import socket
 import ssl
@@ -40,7 +41,7 @@ from .clienthello import (
 from .config import ServerConfig, ServerConfigError
 from .lineage import Issued, Lineage
 from .openssl import OpenSSL, new_ticket_keys
-from .records import HandshakeRecord, Offered
+from .records import PSK_MORE, HandshakeRecord, Offered
 
 # Its lines are the server's to the reader (pytest prints the logger name): keep that name.
 log = logging.getLogger("harness.server.server")
@@ -75,6 +76,7 @@ class Conn:
     greeting: str
     app_timeout: float
     ticket_delay: float = 0.0  # TLS 1.3: hold what is written after the handshake this long
+    handshake_timeout: float = 10.0  # the limit in force at accept (``deadline`` = ``t0`` + this)
     state: int = HANDSHAKE
     eof: bool = False
     first_bytes: bytes = b""
@@ -102,6 +104,7 @@ class Conn:
     release_at: float | None = None  # harness clock when ``held`` goes out
     final_due: bool = False  # the application phase ended; the file line waits for the tickets
     parse_error: str | None = None
+    alert_in: bytes | None = None  # the last alert the client sent (level, description)
     proto: app.Protocol | None = None
     entries: app.AppEntries | None = None
     last_in: float = 0.0  # harness clock of the last bytes received in the application phase
@@ -184,6 +187,7 @@ class ServerContext:
             greeting=cfg.greeting,
             app_timeout=cfg.app_timeout,
             ticket_delay=cfg.ticket_delay,
+            handshake_timeout=cfg.handshake_timeout,
         )
         sslobj.harness_conn = conn  # type: ignore[attr-defined]
         return conn
@@ -193,8 +197,11 @@ class ServerContext:
 
 
 def stash_message(obj: Any, direction: str, version: int, content_type: int, msg_type: int, data: bytes) -> None:
-    """Stash handshake messages; parsing waits until the server's flight is out."""
-    if content_type == 22:
+    """Stash handshake messages, and note the client's alerts; parsing waits until the server's flight is out."""
+    if content_type == 21:
+        if direction == "read" and obj.harness_conn is not None:
+            obj.harness_conn.alert_in = data[:2]
+    elif content_type == 22:
         conn = obj.harness_conn
         if conn is not None:
             written = direction == "write"
@@ -311,6 +318,8 @@ def make_record(
         if ch.ticket:
             offered.ticket = fp(ch.ticket)
         offered.psk = [fp(p.identity) for p in ch.psk]  # type: ignore[misc]
+        if ch.psk_more:
+            offered.psk.append(PSK_MORE)
         offered.session_id = fp(lineage.offered_session_id(ch))
     issued: list[str] = []
     if version is not None:
@@ -350,7 +359,33 @@ def make_record(
     return rec
 
 
+#: TLS alert descriptions (RFC 8446 6, RFC 5246 7.2), for alerts OpenSSL has no reason for
+ALERTS = {
+    0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 22: "record_overflow", 40: "handshake_failure",
+    42: "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired",
+    46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error",
+    51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security", 80: "internal_error",
+    86: "inappropriate_fallback", 90: "user_canceled", 109: "missing_extension", 110: "unsupported_extension",
+    112: "unrecognized_name", 113: "bad_certificate_status_response", 115: "unknown_psk_identity",
+    116: "certificate_required", 120: "no_application_protocol",
+}
+
+
 def tls_reason(e: ssl.SSLError) -> str:
-    """OpenSSL's reason in words ("sslv3 alert handshake failure"), else the exception's text."""
+    """OpenSSL's reason in words ("sslv3 alert handshake failure"), else the exception's text.
+
+    The text loses its ``[SSL]`` prefix and ``(_ssl.c:1006)`` suffix: a line
+    of CPython is no reason, and records should read the same on every Python.
+    """
     reason = getattr(e, "reason", None)
-    return reason.replace("_", " ").lower() if reason else str(e)
+    if reason:
+        return reason.replace("_", " ").lower()
+    return re.sub(r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(e))
+
+
+def alert_text(alert: bytes) -> str:
+    """The client's alert in words: "a fatal alert 255 (unknown)", "a warning alert user_canceled"."""
+    level = {1: "warning", 2: "fatal"}.get(alert[0], f"level-{alert[0]}") if alert else "?"
+    desc = alert[1] if len(alert) > 1 else -1
+    name = ALERTS.get(desc, f"{desc} (unknown)")
+    return f"a {level} alert {name}"

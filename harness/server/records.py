@@ -52,12 +52,18 @@ REJECTIONS = (None, "unknown", "expired", "rotated", "tickets-off", "version", "
               "finished")
 
 
+#: Last entry of ``Offered.psk`` when the client offered more PSK identities than the record keeps.
+PSK_MORE = "+more"
+
+
 @dataclass
 class Offered:
     """Fingerprints of what the client offered for resumption."""
 
     ticket: str | None = None  # RFC 5077 ticket (TLS 1.2 style)
-    psk: list[str] = field(default_factory=list)  # TLS 1.3 PSK identities, in order
+    #: TLS 1.3 PSK identities, in order: the first 16 (clienthello.MAX_PSK_IDENTITIES), then PSK_MORE if
+    #: there were more (a record's size must not grow with what a client sends)
+    psk: list[str] = field(default_factory=list)
     session_id: str | None = None  # only when it is a resumption offer, not 1.3 compat noise
 
 

@@ -29,10 +29,30 @@ moment a device could have it, so "the device stored before the server sent
 the ticket" stays proof whatever the scheduler does after the send.  ``ticket_delay`` holds a TLS 1.3 connection's output after the
 handshake (``Conn.held``) until a timer in the same heap as the deadlines
 releases it: the loop never sleeps.
+
+Under abuse (``bench/server_abuse.py``, ``tests/server/test_abuse.py``) the
+loop must outlive every client and keep a bounded amount of memory:
+
+* Every step of a connection (the read made while accepting and its
+  deadlines included) runs under :meth:`_guarded`: a bug costs that
+  connection ("internal server error: ..." in its record), never the loop.
+* At most ``max_connections`` are open; at the cap the longest-running
+  handshake is closed to make room (:meth:`_accept`), and out of file
+  descriptors the server makes room the same way or pauses accepting
+  instead of retrying in a tight loop.
+* A connection's handshake lasts at most ``handshake_timeout`` from accept,
+  however slowly its bytes come; after it, silence is bounded by
+  ``app_timeout``.
+* Output for a client that does not read stops its input at
+  :data:`MAX_PENDING`.
+* An ended connection lets go of everything the client sent
+  (:meth:`_drop`); what stays is its record, whose size the ClientHello
+  parser bounds (``clienthello.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
@@ -45,7 +65,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import clock
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ServerError
 
 from . import app, certs
 from .config import RUNTIME_KNOBS, ServerConfig, ServerConfigError
@@ -55,6 +75,7 @@ from .handshake import (
     HANDSHAKE,
     Conn,
     ServerContext,
+    alert_text,
     completed_record,
     digest,
     make_record,
@@ -71,6 +92,13 @@ from .selfcheck import selfcheck
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
+#: Output queued for a client that does not read, beyond which the server stops reading that client's
+#: input until it takes some: what a connection holds is bounded by what it takes, not by what it sends.
+MAX_PENDING = 1 << 20
+#: How long accepting pauses when the process is out of file descriptors and no handshake can make room.
+ACCEPT_BACKOFF = 0.5
+#: Out of descriptors or kernel memory: accepting again at once fails again (and spins the loop).
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # Timer kinds in the heap: the connection's deadline, or the end of its ticket_delay hold.
 DEADLINE, RELEASE = 0, 1
 CLIENT_CLOSE_NOTIFY = "client closed (close_notify)"
@@ -105,6 +133,11 @@ class ReferenceServer:
         self._wake_w: socket.socket | None = None
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._conns: set[Conn] = set()
+        # Connections still in their handshake, oldest first: the first to go when room is needed.
+        self._handshaking: dict[Conn, None] = {}
+        self._accepting = False  # the listening socket is in the selector
+        self._resume_at: float | None = None  # harness clock when accepting resumes after a backoff
+        self._warned: dict[str, float] = {}  # warning kind -> harness clock when last logged (see _warn)
         self._timers: list[tuple[float, int, Conn, int]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
@@ -158,7 +191,8 @@ class ReferenceServer:
         try:
             self._listen = socket.create_server((cfg.host, cfg.port), family=family, backlog=512)
         except OSError as e:
-            raise HarnessError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+            raise ServerError(f"reference server: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") \
+                from None
         self._listen.setblocking(False)
         self.host, self.port = self._listen.getsockname()[:2]
         self.log = RecordLog(log_path)
@@ -171,6 +205,7 @@ class ReferenceServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._listen, selectors.EVENT_READ, "listen")
+        self._accepting = True
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._running = True
         self._thread = threading.Thread(target=self._loop, name=f"tls-server-{self.port}", daemon=True)
@@ -206,6 +241,11 @@ class ReferenceServer:
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
+
+    @property
+    def serving(self) -> bool:
+        """The loop thread is alive (started and not stopped, and it did not die)."""
+        return self._thread is not None and self._thread.is_alive()
 
     # --- knobs -------------------------------------------------------------------
 
@@ -270,7 +310,8 @@ class ReferenceServer:
             f"versions={'/'.join(c.versions)} tickets={'on' if c.tickets else 'off'} "
             f"lifetime={c.ticket_lifetime}s tls13_tickets={c.tls13_tickets} "
             f"session_cache={'on' if c.session_cache else 'off'} client_cert={c.client_cert} "
-            f"protocol={c.protocol} app_timeout={c.app_timeout:g}s ticket_delay={c.ticket_delay:g}s"
+            f"protocol={c.protocol} app_timeout={c.app_timeout:g}s ticket_delay={c.ticket_delay:g}s "
+            f"max_connections={c.max_connections}"
         )
 
     # --- OpenSSL context -----------------------------------------------------------
@@ -288,6 +329,12 @@ class ReferenceServer:
         try:
             while self._running:
                 timeout = self._fire_timers()
+                if self._resume_at is not None:
+                    left = self._resume_at - clock.now()
+                    if left <= 0:
+                        self._resume_accepting()
+                    elif timeout is None or left < timeout:
+                        timeout = left
                 for key, mask in sel.select(timeout):
                     data = key.data
                     if data == "listen":
@@ -295,11 +342,7 @@ class ReferenceServer:
                     elif data == "wake":
                         self._drain_wake()
                     else:
-                        try:
-                            self._service(data, mask)
-                        except Exception as e:  # a bug must cost one connection, not the server
-                            log.exception("internal error on connection from %s", data.peer)
-                            self._finish(data, f"internal server error: {type(e).__name__}")
+                        self._guarded(data, self._service, data, mask)
         except Exception:
             log.exception("server loop crashed")
         finally:
@@ -339,29 +382,51 @@ class ReferenceServer:
             if deadline > now:
                 return deadline - now
             heapq.heappop(timers)
-            if kind == RELEASE:
-                self._release(conn)
-                self._send(conn)
-                continue
-            if conn.held is not None and conn.state != HANDSHAKE:
-                # The server is still holding its own bytes: idle and reply limits count from their release.
-                conn.deadline = conn.release_at + conn.app_timeout  # type: ignore[operator]
-                heapq.heappush(timers, (conn.deadline, next(self._seq), conn, DEADLINE))
-                continue
-            if conn.state == HANDSHAKE:
-                what = "client sent nothing" if conn.bytes_in == 0 else f"after {conn.bytes_in} bytes from the client"
-                self._finish(conn, f"handshake timed out after {self.config.handshake_timeout:g} s ({what})")
-            elif conn.state == APP:
-                due = conn.last_in + conn.app_timeout
-                if due > now:  # data came meanwhile: the idle limit counts from the last bytes
-                    conn.deadline = due
-                    heapq.heappush(timers, (due, next(self._seq), conn, DEADLINE))
-                    continue
-                self._close_app(conn, f"idle timeout after {conn.app_timeout:g} s")
-                self._send(conn)
-            else:
-                self._finish(conn, "client did not take the reply in time")
+            self._guarded(conn, self._timer, conn, kind, now)
         return None
+
+    def _timer(self, conn: Conn, kind: int, now: float) -> None:
+        """A connection's deadline (or the end of its ticket_delay hold) has come."""
+        timers = self._timers
+        if kind == RELEASE:
+            self._release(conn)
+            self._send(conn)
+            return
+        if conn.held is not None and conn.state != HANDSHAKE:
+            # The server is still holding its own bytes: idle and reply limits count from their release.
+            conn.deadline = conn.release_at + conn.app_timeout  # type: ignore[operator]
+            heapq.heappush(timers, (conn.deadline, next(self._seq), conn, DEADLINE))
+            return
+        if conn.state == HANDSHAKE:
+            what = "client sent nothing" if conn.bytes_in == 0 else f"after {conn.bytes_in} bytes from the client"
+            self._finish(conn, f"handshake timed out after {conn.handshake_timeout:g} s ({what})")
+        elif conn.state == APP:
+            due = conn.last_in + conn.app_timeout
+            if due > now:  # data came meanwhile: the idle limit counts from the last bytes
+                conn.deadline = due
+                heapq.heappush(timers, (due, next(self._seq), conn, DEADLINE))
+                return
+            self._close_app(conn, f"idle timeout after {conn.app_timeout:g} s")
+            self._send(conn)
+        else:
+            self._finish(conn, "client did not take the reply in time")
+
+    def _guarded(self, conn: Conn, fn: Callable[..., None], *args: Any) -> None:
+        """Run one connection's step; a bug in it costs that connection, never the loop.
+
+        The connection still gets its record ("internal server error: ...");
+        if even ending it fails, it is dropped without one rather than left
+        registered (a socket nobody reads would spin the loop).
+        """
+        try:
+            fn(*args)
+        except Exception as e:
+            log.exception("internal error on connection from %s", conn.peer)
+            try:
+                self._finish(conn, f"internal server error: {type(e).__name__}")
+            except Exception:
+                log.exception("could not end connection from %s after an internal error", conn.peer)
+                self._drop(conn)
 
     def _set_deadline(self, conn: Conn, seconds: float) -> None:
         conn.deadline = clock.now() + seconds
@@ -384,25 +449,89 @@ class ReferenceServer:
                 conn.pending += held
 
     def _accept(self) -> None:
+        """Take the waiting connections (a batch at a time), each within ``max_connections``.
+
+        At the cap, room is made by closing the connection that has been in
+        its handshake the longest (its record says so): a flood of idle or
+        slow clients cannot lock devices out, nor grow the server past the
+        cap.  If every open connection is past its handshake, the new one is
+        refused (with its record) and accepting stops until one ends; so it
+        does, for a moment, when the process is out of file descriptors
+        (accepting again at once would fail again, and spin the loop).
+        """
         assert self._listen is not None and self._sel is not None
         for _ in range(64):
             try:
                 sock, addr = self._listen.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # EMFILE and friends: keep serving the others
-                log.warning("accept failed: %s", e)
+            except OSError as e:
+                if e.errno in _ACCEPT_EXHAUSTED:
+                    self._warn("accept", "accept failed: %s (%d connections open)", e.strerror or e, len(self._conns))
+                    if not self._make_room(e.strerror or str(e)):
+                        self._pause_accepting(clock.now() + ACCEPT_BACKOFF)
+                    return
+                continue  # the client gave up before we took it (ECONNABORTED and kin): take the next
+            cap = self.config.max_connections
+            full = len(self._conns) >= cap and not self._make_room(f"max_connections={cap} reached")
+            try:
+                conn = self._open(sock, addr)
+            except Exception:
+                log.exception("cannot set up a connection from %s", addr)
+                sock.close()
+                continue
+            if full:
+                self._finish(conn, f"refused: max_connections={cap} reached, all past their handshake")
+                self._pause_accepting(None)
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-            conn = self._tls.new_conn(self.config, sock, peer)  # type: ignore[union-attr]
-            self._conns.add(conn)
-            heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn, DEADLINE))
-            self._sel.register(sock, selectors.EVENT_READ, conn)
             # The ClientHello often arrives with the connection: answer it now
             # instead of after another trip through epoll.
-            self._service(conn, selectors.EVENT_READ)
+            self._guarded(conn, self._service, conn, selectors.EVENT_READ)
+
+    def _open(self, sock: socket.socket, addr: Any) -> Conn:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the peer may already be gone; the first read says so
+            pass
+        peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        conn = self._tls.new_conn(self.config, sock, peer)  # type: ignore[union-attr]
+        self._sel.register(sock, selectors.EVENT_READ, conn)  # type: ignore[union-attr]
+        # In the tables only once nothing can fail: a half-made connection would never end.
+        self._conns.add(conn)
+        self._handshaking[conn] = None
+        heapq.heappush(self._timers, (conn.deadline, next(self._seq), conn, DEADLINE))
+        return conn
+
+    def _make_room(self, why: str) -> bool:
+        """Close the oldest connection still in its handshake, if there is one."""
+        if not self._handshaking:
+            return False
+        oldest = next(iter(self._handshaking))
+        self._warn("room", "%d connections open (%s): closing the longest-running handshakes to make room",
+                   len(self._conns), why)
+        self._finish(oldest, f"closed to make room for a new connection: {why}")
+        return True
+
+    def _warn(self, kind: str, msg: str, *args: Any) -> None:
+        """A warning at most every 10 s per kind: a flood must not turn into a flood of log lines."""
+        now = clock.now()
+        if now - self._warned.get(kind, -1e9) >= 10.0:
+            self._warned[kind] = now
+            log.warning(msg, *args)
+
+    def _pause_accepting(self, until: float | None) -> None:
+        """Leave new connections in the listen backlog until a connection ends (or ``until``)."""
+        if self._accepting and self._sel is not None and self._listen is not None:
+            self._sel.unregister(self._listen)
+            self._accepting = False
+        self._resume_at = until
+
+    def _resume_accepting(self) -> None:
+        self._resume_at = None
+        if not self._accepting and self._running and self._sel is not None and self._listen is not None:
+            self._sel.register(self._listen, selectors.EVENT_READ, "listen")
+            self._accepting = True
 
     def _service(self, conn: Conn, mask: int) -> None:
         if conn.done:
@@ -461,6 +590,11 @@ class ReferenceServer:
         except ssl.SSLEOFError:
             self._finish(conn, self._vanished(conn))
             return
+        except ssl.SSLZeroReturnError:  # an SSLError whose text ("connection has been closed (EOF)") misleads
+            digest(conn)
+            self._publish(conn, f"client sent close_notify mid-handshake (after {conn.bytes_in} bytes)")
+            self._finish(conn, None)
+            return
         except ssl.SSLError as e:
             conn.failure = getattr(e, "reason", None) or type(e).__name__
             digest(conn)
@@ -480,13 +614,16 @@ class ReferenceServer:
         return f"client closed the connection mid-handshake (after {conn.bytes_in} bytes)"
 
     def _describe_tls_error(self, conn: Conn, e: ssl.SSLError) -> str:
-        text = "TLS handshake failed: " + tls_reason(e)
+        reason = tls_reason(e)
+        text = "TLS handshake failed: " + reason
         if conn.first_bytes.startswith(_HTTP_METHODS):
             text += " (plain HTTP request on the TLS port)"
         elif conn.first_bytes[:1] == b"\x15":
             text += " (the client sent an alert instead of a ClientHello)"
         elif conn.first_bytes and conn.first_bytes[0] != 0x16:
             text += " (first bytes are not a TLS handshake record)"
+        elif conn.alert_in is not None and "alert" not in reason:  # OpenSSL names the alerts it knows
+            text += f" (the client sent {alert_text(conn.alert_in)})"
         elif conn.parse_error:
             text += f" ({conn.parse_error})"
         return text
@@ -504,6 +641,7 @@ class ReferenceServer:
             note_tickets(conn)
         rec = completed_record(conn, next(self._ids), self._lineage)
         conn.state = APP
+        self._handshaking.pop(conn, None)
         rec.protocol = conn.protocol
         # Published before anything else can go wrong: its tickets are in the
         # lineage already, and a resumption must find the record that issued them.
@@ -671,6 +809,8 @@ class ReferenceServer:
             self._finish(conn, f"connection error: {e}")
             return
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)
+        if conn.pending and len(conn.pending) + len(conn.held or b"") >= MAX_PENDING:
+            want = selectors.EVENT_WRITE  # read again once the client takes some of what it asked for
         if conn.state == CLOSING and not conn.pending and conn.held is None:
             try:
                 conn.sock.shutdown(socket.SHUT_WR)
@@ -725,18 +865,36 @@ class ReferenceServer:
             if conn.final_due:  # it ended with tickets still unsent: write what is known
                 conn.final_due = False
                 self.log.update(conn.record, final=True, closed_mono=clock.now())  # type: ignore[union-attr]
+        self._drop(conn)
+
+    def _drop(self, conn: Conn) -> None:
+        """Let go of a connection: socket closed, out of every table, its buffers freed."""
         conn.done = True
         self._conns.discard(conn)
+        self._handshaking.pop(conn, None)
         try:
             self._sel.unregister(conn.sock)  # type: ignore[union-attr]
         except (KeyError, ValueError):
             pass
         conn.sock.close()  # type: ignore[union-attr]
-        # The timer heap keeps this object until its deadline passes: let go of
-        # the OpenSSL objects now instead of holding thousands of them.
-        conn.sslobj.harness_conn = None  # type: ignore[attr-defined]
+        # The timer heap may keep this object until its deadline passes: let go of
+        # the OpenSSL objects and of what the client sent (a ClientHello can carry
+        # 64 KiB of ticket) now, instead of holding thousands of them.
+        if conn.sslobj is not None:
+            conn.sslobj.harness_conn = None  # type: ignore[attr-defined]
         conn.sslobj = conn.incoming = conn.outgoing = None  # type: ignore[assignment]
         conn.msgs = conn.pending = conn.held = conn.proto = None  # type: ignore[assignment]
+        conn.ch = conn.sh = conn.tickets = conn.entries = conn.record = None
+        conn.nst_ends = conn.nst_sent = conn.ticket_ix = None
+        # Entries of ended connections leave the heap when they reach its top,
+        # which one long-lived connection can delay for its whole timeout:
+        # rebuild the heap once they outnumber the live ones.
+        timers = self._timers
+        if len(timers) > 256 and len(timers) > 4 * len(self._conns):
+            timers[:] = [t for t in timers if not t[2].done]  # in place: _fire_timers may be walking it
+            heapq.heapify(timers)
+        if not self._accepting and len(self._conns) < self.config.max_connections:
+            self._resume_accepting()
 
     # --- message callback (hot path: one Python call per message, see handshake.py) ------
 

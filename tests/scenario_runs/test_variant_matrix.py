@@ -182,10 +182,15 @@ def _run(variant: str, tmp: Path) -> dict[str, Outcome]:
 
 
 @pytest.mark.timeout(2400)   # the child runs have their own 1500 s limit each
-def test_variant_matrix(tmp_path: Path) -> None:
+def test_variant_matrix(tmp_path: Path, torn_write_suite: tuple[Path, dict]) -> None:
+    # torn-write's row comes from the default-suite run the report test shares (tests/conftest.py): its
+    # cells are the matrix's scenarios; the first-write sweep and the Python scenario are not judged here.
+    _, shared = torn_write_suite
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {v: pool.submit(_run, v, tmp_path) for v in VARIANTS}
+        futures = {v: pool.submit(_run, v, tmp_path) for v in VARIANTS if v != "torn-write"}
         matrix = {v: f.result() for v, f in futures.items()}
+    matrix["torn-write"] = {name: outcome for name, outcome in shared.items()
+                            if name.split("[")[0] in SCENARIOS and name.split("[")[0] not in ONLY_CORRECT}
     tests = sorted({t for results in matrix.values() for t in results}, key=_natural)
     assert {t.split("[")[0] for t in tests} == set(SCENARIOS), tests
     assert {t.split("[")[0] for t in matrix["correct"]} == set(SCENARIOS), "the correct firmware runs every scenario"

@@ -49,7 +49,13 @@ def test_the_readme_lists_every_code_once_with_its_meaning() -> None:
 
 
 def test_the_table_marks_what_the_engine_finds() -> None:
-    assert {code.found_by for code in Code} == {"verdict", "engine"}
+    assert {code.found_by for code in Code} == {"verdict", "engine", "bench"}
+    # Every bench error class of the harness has its code here, and nothing else is "bench".
+    from harness import errors
+
+    classes = [errors.SupplyUnreachable, errors.InstrumentError, errors.ConsoleLost, errors.ServerError,
+               errors.BenchStartError]
+    assert {c.sub_code for c in classes} == set(outcomes.BENCH_CODES)
     table = outcomes.markdown_table()
     assert "| `not-stored` | the device never printed its session_stored line | session kept in RAM only | engine |" \
         in table.splitlines()
