@@ -220,7 +220,8 @@ def _safe_state(sec: Fields) -> dict[str, Any]:
     given = safe.get("output")
     output = str(safe.get("output", "off")).lower() if not isinstance(given, bool) else ("on" if given else "off")
     if output not in ("on", "off"):
-        raise sec.error("safe_state", f"must be on or off, got {brief(given)}", where=f"{sec.where('safe_state')}.output")
+        raise sec.error("safe_state", f"must be on or off, got {brief(given)}",
+                        where=f"{sec.where('safe_state')}.output")
     # keys as text: the supply's check sorts and lists them, and YAML may have read ``1:`` or ``on:``
     state = {"output": output, **{str(k): v for k, v in safe.items() if k != "output"}}
     # One set of rules for what a safe state may say: the supply's, checked
@@ -498,7 +499,8 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
                               f"bad placeholder in {brief(template)}: {exc} (write {{{{ for a literal brace)") from None
         for _, name, format_spec, _ in string.Formatter().parse(template):
             # what fill() would trip over mid-run: a nameless {} or a spec such as {host:>999999999}
-            problem = "{} needs a name" if name == "" else spec_problem(format_spec or "", nested=False) if name else None
+            problem = "{} needs a name" if name == "" \
+                else spec_problem(format_spec or "", nested=False) if name else None
             if problem:
                 raise ConfigError(spec.path, sec.line_of(key) if sec is not None else None, where,
                                   f"placeholder in {brief(template)}: {problem}")
