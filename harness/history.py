@@ -47,10 +47,16 @@ def read_results(run_root: Path) -> list[dict[str, Any]]:
     parse is skipped with a warning: a broken scenario must not cost the
     report of the others.
     """
+    out = [data for data in _json_files(run_root, "result.json")
+           # an attempt lost to a bench error and retried: the scenario's own result counts
+           if not any(part.startswith("attempt-") for part in Path(data["dir"]).relative_to(run_root).parts)]
+    return _latest_run(out)
+
+
+def _json_files(run_root: Path, name: str) -> list[dict[str, Any]]:
+    """Every JSON object in a file called ``name`` under ``run_root``, with ``dir`` set; bad ones skipped."""
     out = []
-    for path in sorted(Path(run_root).rglob("result.json")):
-        if any(part.startswith("attempt-") for part in path.relative_to(run_root).parts[:-1]):
-            continue    # an attempt lost to a bench error and retried: the scenario's own result counts
+    for path in sorted(Path(run_root).rglob(name)):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -59,7 +65,7 @@ def read_results(run_root: Path) -> list[dict[str, Any]]:
         if isinstance(data, dict):
             data["dir"] = str(path.parent)
             out.append(data)
-    return _latest_run(out)
+    return out
 
 
 def _latest_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,17 +84,7 @@ def _latest_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def read_energy(run_root: Path) -> list[dict[str, Any]]:
     """Every ``energy.json`` under ``run_root`` (scenarios/test_energy_per_handshake.py writes one per version)."""
-    out = []
-    for path in sorted(Path(run_root).rglob("energy.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("%s: unreadable, left out: %s", path, exc)
-            continue
-        if isinstance(data, dict):
-            data["dir"] = str(path.parent)
-            out.append(data)
-    return out
+    return _json_files(run_root, "energy.json")
 
 
 def verdict_code(result: dict[str, Any]) -> str:

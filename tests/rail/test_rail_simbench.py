@@ -1,7 +1,7 @@
 """The rail sampler on the simulated bench: what it sees, and that it stays out of the edges' way.
 
-Built the way a script builds a bench (device file -> launcher -> supply,
-console, device, as tests/device/test_device_simbench.py does), so the
+Built the way a script builds a bench (device file -> :class:`harness.bench.Bench`:
+the bench process, supply, console and device, as the plugin does), so the
 sampler meets the same driver, lock and console trigger thread as in a
 scenario.  The simulated supply's rail decays after output off (tau 0.1 s)
 and its current follows the firmware's state (radio while connecting).
@@ -20,12 +20,9 @@ from pathlib import Path
 import pytest
 
 from harness import clock, devicefile
-from harness.console import Console
-from harness.device import Device
-from harness.launcher import launch
+from harness.bench import Bench
 from harness.rail import RailSampler, cut_pending
 from harness.server import ReferenceServer, ServerConfig
-from harness.supply import Supply
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,15 +34,9 @@ def rig(tmp_path: Path):
     with ReferenceServer(ServerConfig(log_path=tmp_path / "hs.jsonl"), workdir=tmp_path / "srv") as server:
         values = {"run_dir": str(tmp_path), "bench_dir": str(tmp_path / "bench"), "python": sys.executable,
                   "server_ca": str(server.ca_path), "sim_variant": "correct", "sim_uart_mode": "stable"}
-        argv = [devicefile.fill(a, values) for a in spec.bench.start]
-        with launch(spec.bench, argv, tmp_path / "bench.log", env={"PYTHONPATH": str(ROOT)}) as bench:
-            values["bench"] = bench.resources
-            s = spec.supply
-            with Supply(devicefile.fill(s.resource, values), s.dialect, s.channel,
-                        log_path=tmp_path / "supply.jsonl", safe_state=s.safe_state, watchdog=False) as supply, \
-                    Console(devicefile.fill(spec.console.url, values), capture_path=tmp_path / "console") as con:
-                supply.configure(voltage=s.voltage, current_limit=s.current_limit, ovp=s.ovp)
-                yield Device(spec, supply, con, values), server, supply
+        with Bench(spec, values, tmp_path, env={"PYTHONPATH": str(ROOT)}, servers={"primary": server},
+                   watchdog=False) as bench:
+            yield bench.device, server, bench.supply
 
 
 def test_rail_falls_after_off_and_current_rises_while_connecting(rig, tmp_path: Path) -> None:
