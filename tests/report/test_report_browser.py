@@ -87,8 +87,7 @@ def test_a_missing_section_is_caught(browser: Chromium, handmade: Path, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_suite_report_in_browser(browser: Chromium, torn_write_suite: tuple[Path, dict],
-                                 record_property: pytest.RecordProperty) -> None:
+def test_suite_report_in_browser(browser: Chromium, torn_write_suite: tuple[Path, dict]) -> None:
     """The report the plugin wrote at the end of the run (tests/conftest.py runs it once for two tests)."""
     root, junit = torn_write_suite
     page = root / "report.html"
@@ -115,8 +114,5 @@ def test_suite_report_in_browser(browser: Chromium, torn_write_suite: tuple[Path
     assert set(check.dom["energy"]) == {"tls1.2", "tls1.3"}, "energy.json of both versions in the summary"
     assert (root / "report.png").read_bytes().startswith(b"\x89PNG")
     size = page.stat().st_size
-    record_property("report_bytes", size)
-    record_property("report_build_s", round(built, 1))
-    record_property("browser_s", round(check.seconds, 1))
     print(f"report {page}: {size} bytes, {len(expected)} sections, built in {built:.1f} s, "
           f"loaded and drawn in {check.seconds:.1f} s")

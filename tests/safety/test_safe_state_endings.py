@@ -61,9 +61,18 @@ def test_ending_leaves_the_bench_safe(lab: "safe_state.Lab", ending: "safe_state
     print(f"{ending.label}: exit {result.rc}, safe in {took} by {result.made_safe_by} "
           f"(t0: {result.t0_source}){'; ' + '; '.join(result.notes) if result.notes else ''}")
     assert result.as_intended, f"pytest exited {result.rc}, not as {ending.label} ends it " \
-                               f"(expected {ending.exit_codes}); see {lab.workdir}/reps"
+                               f"(expected {ending.exit_codes}); see {lab.workdir}/reps\n" + _tail(lab, ending)
     assert result.powered_at_end, f"the device was not powered when the run ended: {result.notes}"
     assert result.safe, f"supply not in its safe state within {BOUND_S} s after {ending.label}: " \
                         f"{result.time_to_safe} s; {result.notes}"
     assert not result.leftovers, f"left behind after {ending.label}: {result.leftovers}"
     assert not result.device_alive, f"the device process still ran after {ending.label}"
+
+
+def _tail(lab: "safe_state.Lab", ending: "safe_state.Ending", lines: int = 80) -> str:
+    """The end of that run's pytest output (with the stacks a hung run dumps): kept in the CI log, not a tmp dir."""
+    logs = sorted(Path(lab.workdir).glob(f"reps/*-{ending.key}/pytest.log"))
+    if not logs:
+        return ""
+    text = logs[-1].read_text(errors="replace").splitlines()
+    return "pytest output (tail):\n" + "\n".join(text[-lines:])
