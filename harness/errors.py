@@ -77,13 +77,21 @@ class BenchStartError(BenchError):
     sub_code = "bench-start"
 
 
+class RigBusy(BenchError):
+    """Another run holds the rig (its lock names who): this run never drove it."""
+
+    sub_code = "rig-busy"
+    #: a retry would only meet the same holder
+    retry = False
+
+
 class BenchTimeout(HarnessError):
     """Waited for something on the bench that did not happen in time."""
 
 
 def bench_error(sub_code: str, message: str) -> BenchError:
     """The bench error class for a sub-code (a fault remembered as text, raised later)."""
-    for kind in (SupplyUnreachable, ConsoleLost, ServerError, BenchStartError):
+    for kind in (SupplyUnreachable, ConsoleLost, ServerError, BenchStartError, RigBusy):
         if kind.sub_code == sub_code:
             return kind(message)
     error = BenchError(message)

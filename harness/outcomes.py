@@ -105,6 +105,9 @@ class Code(str, Enum):
                     "its port is taken by another process", "bench")
     BENCH_START = ("bench-start", "the device file's `bench.start` command did not start, or exited during "
                    "the run", "see bench.log in the run directory", "bench")
+    RIG_BUSY = ("rig-busy", "another run holds the rig's lock (the message names its pid, user, host and "
+                "command); this run never drove it", "a colleague's run, or one still finishing; "
+                "`--rig-wait SECONDS` waits", "bench")
 
 
 #: the codes of :class:`harness.errors.BenchError`: counted apart, reported as pytest errors, retried

@@ -63,6 +63,10 @@ class ScenarioResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: the pytest run that wrote it (UTC start time and pid): a reused run directory holds older results too
     run_id: str = ""
+    #: the rig it ran on (its device file's name; ``name#N`` for copies of one simulated bench)
+    rig: str = ""
+    #: power cuts the scenario made (each one a power loss the device had to survive)
+    cuts: int = 0
 
 
 def file_hash(path: Path) -> str:
@@ -88,6 +92,32 @@ def console_excerpt(lines: list[Any], cuts: list[Any], before: float = 2.0, afte
     else:
         chosen = list(lines)
     return [f"{hhmmss(ln.mono)}  {ln.text}" for ln in chosen[-limit:]]
+
+
+def load_results(run_root: Path) -> list[ScenarioResult]:
+    """The results of the newest run under ``run_root``, as written by :func:`save_result` (keys it does not
+    know, from a newer or older harness, are left out)."""
+    from .history import read_results
+
+    names = {f.name for f in dataclasses.fields(ScenarioResult)}
+    out = []
+    for data in read_results(run_root):
+        try:
+            out.append(ScenarioResult(**{k: v for k, v in data.items() if k in names}))
+        except TypeError:
+            continue            # not a result (a required key missing): read_results warned about worse
+    return out
+
+
+def rig_line(results: list[ScenarioResult]) -> str:
+    """One rig's results in one line, for the per-rig part of the summary."""
+    passed = sum(r.outcome == "passed" for r in results)
+    failed = sum(r.outcome == "failed" for r in results)
+    errors = sum(r.kind == "bench-error" for r in results)
+    full, resumed = sum(r.full for r in results), sum(r.resumed for r in results)
+    rate = f", {100 * resumed / (full + resumed):.1f}% resumed" if full + resumed else ""
+    return (f"{len(results)} scenarios, {passed} passed, {failed} failed, {errors} bench errors; "
+            f"{sum(r.cuts for r in results)} power cuts; {full + resumed} handshakes{rate}")
 
 
 def save_result(result: ScenarioResult) -> None:
@@ -128,6 +158,7 @@ def write_run_dir(run_dir: Path, *, nodeid: str, start: float, end: float, recor
     _write_timeline(run_dir / "timeline.txt", nodeid, outcome, start, end, seed, events, verdict_text)
     result = summarize(nodeid, outcome, end - start, records, verdict_text, str(run_dir))
     result.stored_bytes = list(stored_bytes)
+    result.cuts = len(cuts)
     (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
 
@@ -300,6 +331,7 @@ def run_summary(results: list[ScenarioResult]) -> list[str]:
         saved = sum(r.kind != "bench-error" for r in retried)
         out.append(f"retried after a bench error: {len(retried)} scenarios, {saved} of them reached a verdict "
                    f"on a later attempt ({sum(len(r.attempts) for r in retried)} attempts lost to the bench)")
+    out.append(f"power cuts: {sum(r.cuts for r in results)}")
     out.append(f"handshakes at the reference server: {full + resumed} ({full} full, {resumed} resumed"
                + (f", {100 * resumed / (full + resumed):.1f}% resumed" if full + resumed else "")
                + f"; {sum(r.failed_handshakes for r in results)} did not complete)")

@@ -1,0 +1,43 @@
+"""One real labgrid lab for this folder: a coordinator, two exporters, three places.
+
+- exporter ``plain`` (labgrid-exporter as shipped): rig ``plain`` with a pty
+  console and a simplerest power switch; places ``rig1`` (the lock tests) and
+  ``rig1-power`` are not both used at once, so they share it.
+- exporter ``udev`` (labgrid's exporter with udev-like path watching, see
+  lg_udev_exporter.py): rig ``udev`` with a pty console that re-enumerates.
+
+Skips only when labgrid or ser2net is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("labgrid.remote.client", reason="labgrid is not installed: pip install '.[labgrid]'")
+if shutil.which("ser2net") is None and not Path("/usr/sbin/ser2net").exists():
+    pytest.skip("ser2net is not installed (Debian: apt-get install ser2net)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lgkit import Lab, PowerSwitch, serial_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    lab = Lab(tmp_path_factory.mktemp("labgrid-lab"))
+    try:
+        lab.start_coordinator()
+        lab.power = PowerSwitch()
+        plain = lab.add_pty("plain")
+        udev = lab.add_pty("udev")
+        lab.start_exporter("plain", serial_config("plain", plain, lab.power))
+        lab.start_exporter("udev", serial_config("udev", udev), watch_paths=True)
+        lab.create_place("rig1", "plain/plain/*")
+        lab.create_place("rig-udev", "udev/udev/*")
+        yield lab
+    finally:
+        lab.stop()
