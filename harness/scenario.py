@@ -67,6 +67,18 @@ class Scenario:
     requires: list[str] = field(default_factory=list)
     line: int | None = 1
 
+    def weight(self) -> int:
+        """How many steps a run takes, repeats multiplied out: a stand-in for its length, known before it runs.
+
+        A scheduler spreading scenarios over several rigs starts the heavy
+        ones first, so a 20-cycle scenario does not start last and keep one
+        rig busy while the others idle.
+        """
+        def count(steps: list[Step]) -> int:
+            return sum(int(s.args.get("times", 1)) * count(s.steps) if s.action == "repeat" else 1 for s in steps)
+
+        return count(self.steps)
+
     def expand(self) -> list[tuple[str, dict[str, Any]]]:
         """(test id suffix, parameter values) for every combination and repeat."""
         names = list(self.parameters)
