@@ -72,6 +72,26 @@ def _import_labgrid() -> Any:
     return lg_client
 
 
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _shared_loop() -> asyncio.AbstractEventLoop:
+    """One event loop thread for every labgrid session of this process, never closed.
+
+    grpc.aio keeps process-wide completion-queue state bound to the loops that
+    used it; a loop per session that is closed afterwards gets "Event loop is
+    closed" errors from gRPC's poller once the next session starts.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="labgrid-client", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
 def _grpc_address(coordinator: str) -> str:
     """labgrid's default port, so ``-x host`` means what it means to labgrid-client."""
     host = coordinator.strip()
@@ -98,10 +118,7 @@ class CoordinatorClient:
         self.coordinator = coordinator
         self.address = _grpc_address(coordinator)
         self.timeout = timeout
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"labgrid-client-{self.address}",
-                                        daemon=True)
-        self._thread.start()
+        self._loop = _shared_loop()
         self._session: Any = None
 
         async def open_session() -> Any:
@@ -224,7 +241,7 @@ class CoordinatorClient:
     def close(self) -> None:
         """Never raises: called on the way out, also when the coordinator is gone."""
         session, self._session = self._session, None
-        if session is not None and self._loop.is_running():
+        if session is not None:
             async def stop() -> None:
                 try:
                     await session.stop()
@@ -235,11 +252,6 @@ class CoordinatorClient:
                 asyncio.run_coroutine_threadsafe(stop(), self._loop).result(3.0)
             except Exception as exc:  # noqa: BLE001 - closing a dead channel may fail in many ways
                 _log.debug("closing the labgrid session to %s: %s", self.address, exc)
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(3.0)
-        if not self._thread.is_alive() and not self._loop.is_closed():
-            self._loop.close()
 
 
 def _rpc_details(exc: BaseException) -> str:
@@ -289,6 +301,13 @@ class PlaceSession:
         """Hold the place, waiting up to ``wait`` seconds for its holder to let go."""
         if self.acquired_as is not None:
             return
+        try:
+            self._acquire()
+        except BaseException:
+            self._close()  # an open session keeps the coordinator from shutting down promptly
+            raise
+
+    def _acquire(self) -> None:
         client = self._connected()
         me = client.identity
         deadline = time.monotonic() + self.wait

@@ -72,7 +72,7 @@ def plan(paths: Sequence[Path], load: Callable[[Path], DeviceSpec] = devicefile.
         if n > 1 and spec.bench is None:
             raise ConfigError(str(path), None, None, f"given {n} times with --device, but it describes one fixed "
                               f"bench (supply {spec.supply.resource}): give each rig its own device file")
-    # A base name two different files share is told apart by the file's own name.
+    # A device name two different files share: each rig is called after its file instead.
     by_name: dict[str, set[Path]] = {}
     for path, spec in specs.items():
         by_name.setdefault(spec.name, set()).add(path)
@@ -81,7 +81,7 @@ def plan(paths: Sequence[Path], load: Callable[[Path], DeviceSpec] = devicefile.
     for path in paths:
         seen[path] = seen.get(path, 0) + 1
         spec = specs[path]
-        base = spec.name if len(by_name[spec.name]) == 1 else f"{spec.name}-{path.stem}"
+        base = spec.name if len(by_name[spec.name]) == 1 else path.stem
         name = base if copies[path] == 1 else f"{base}#{seen[path]}"
         out.append(RigEntry(name=name, path=path, spec=spec, instance=seen[path], copies=copies[path]))
     names = [r.name for r in out]

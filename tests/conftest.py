@@ -9,7 +9,9 @@ runs in well under a minute.  ``pytest tests`` runs both.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_configure(config: pytest.Config) -> None:
     # Also when the harness plugin is not loaded (-p no:fixtures.plugin).
     config.addinivalue_line("markers", "slow: a harness test that starts real bench processes (minutes)")
+    # The child runs these tests start lock their simulated rigs in a folder of this session's own: the
+    # harness's tests neither wait for nor block a scenario run on the same machine (tests/lab/test_rigs.py
+    # gives each of its children a lock folder explicitly).
+    if "TLS_HIL_LOCK_DIR" not in os.environ:
+        os.environ["TLS_HIL_LOCK_DIR"] = tempfile.mkdtemp(prefix="tls-hil-test-locks-")
 
 
 #: the firmware variant whose default-suite run two tests share: the variant matrix judges its cells and the

@@ -75,20 +75,36 @@ def device_file(tmp: Path, *faults: str, boot_timeout: float | None = None, port
     return path
 
 
-def run(tmp: Path, device: Path, *args: str, scenarios: tuple[str, ...] = ("a_first", "b_second"),
-        timeout: float = 300) -> ChildRun:
+def command(tmp: Path, device: Path | list[Path], *args: str, scenarios: tuple[str, ...] = ("a_first", "b_second"),
+            scenario: str = SCENARIO, label: str = "") -> list[str]:
+    """The child pytest's command line: the scenarios written to ``tmp/scenarios``, one ``--device`` per rig.
+
+    Its rig locks live in ``tmp/locks``: a test never waits for (or blocks) another run on this machine.
+    """
     folder = tmp / "scenarios"
     folder.mkdir(exist_ok=True)
     for name in scenarios:
-        (folder / f"{name}.yaml").write_text(SCENARIO.format(name=name))
-    xml = tmp / "junit.xml"
-    run_root = tmp / "runs"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp), "-c",
-           str(ROOT / "pytest.ini"), "--device", str(device), "--run-dir", str(run_root), "--junitxml", str(xml),
-           *args, str(folder)]
+        (folder / f"{name}.yaml").write_text(scenario.format(name=name))
+    devices = [device] if isinstance(device, Path) else list(device)
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp), "-c",
+            str(ROOT / "pytest.ini"), *[a for d in devices for a in ("--device", str(d))],
+            "--run-dir", str(tmp / f"runs{label}"), "--junitxml", str(tmp / f"junit{label}.xml"),
+            "--history", str(tmp / "history.jsonl"), "--lock-dir", str(tmp / "locks"), *args, str(folder)]
+
+
+def run(tmp: Path, device: Path | list[Path], *args: str, scenarios: tuple[str, ...] = ("a_first", "b_second"),
+        timeout: float = 300, scenario: str = SCENARIO, label: str = "") -> ChildRun:
+    cmd = command(tmp, device, *args, scenarios=scenarios, scenario=scenario, label=label)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return read_run(tmp, label, proc.stdout + proc.stderr, proc.returncode, cmd)
+
+
+def read_run(tmp: Path, label: str, output: str, returncode: int, cmd: list[str]) -> ChildRun:
+    """A finished child's JUnit XML, output and run folder."""
+    xml = tmp / f"junit{label}.xml"
+    run_root = tmp / f"runs{label}"
     if not xml.exists():
-        raise AssertionError(f"no JUnit XML from {' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"no JUnit XML from {' '.join(cmd)}:\n{output}")
     root = ET.parse(xml).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     assert suite is not None
@@ -102,7 +118,7 @@ def run(tmp: Path, device: Path, *args: str, scenarios: tuple[str, ...] = ("a_fi
                 outcome, message = word, (node.get("message") or "") + "\n" + (node.text or "")
         case_props = {p.get("name", ""): p.get("value", "") for p in tc.findall("properties/property")}
         cases[tc.get("name", "")] = Case(tc.get("name", ""), outcome, message, case_props)
-    return ChildRun(cases, props, proc.stdout + proc.stderr, proc.returncode, run_root)
+    return ChildRun(cases, props, output, returncode, run_root)
 
 
 _OUTPUT = re.compile(r"^(?P<time>\S+ \S+) simbench \w+ \S+: (?:channel 1: output (?P<state>ON|OFF)|"

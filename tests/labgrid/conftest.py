@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         udev = lab.add_pty("udev")
         lab.start_exporter("plain", serial_config("plain", plain, lab.power))
         lab.start_exporter("udev", serial_config("udev", udev), watch_paths=True)
-        lab.create_place("rig1", "plain/plain/*")
-        lab.create_place("rig-udev", "udev/udev/*")
+        with ThreadPoolExecutor(2) as pool:  # labgrid-client takes ~0.9 s a call
+            for done in [pool.submit(lab.create_place, "rig1", "plain/plain/*"),
+                         pool.submit(lab.create_place, "rig-udev", "udev/udev/*")]:
+                done.result()
         yield lab
     finally:
         lab.stop()

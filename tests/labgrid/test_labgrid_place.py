@@ -147,13 +147,16 @@ def test_guard_leaves_a_newer_acquisition_alone(lab: Lab) -> None:
 
 def test_release_never_raises_when_the_coordinator_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     own = Lab(tmp_path)
+    guard = None
     try:
         own.start_coordinator()
         own.client("-p", "lonely", "create")
         session = PlaceSession("lonely", own.address)
         session.acquire()
         guard = session.guard
-        own.stop()
+        coordinator = own.procs.pop("coordinator")
+        coordinator.kill()  # gone hard, as after a crash or a power cut of the lab server
+        coordinator.wait(5)
         with caplog.at_level(logging.WARNING, logger="harness.labgrid"):
             session.release()
         assert "could not release labgrid place 'lonely'" in caplog.text
