@@ -63,7 +63,7 @@ class Bench:
 
     def __init__(self, spec: DeviceSpec, values: dict[str, Any], run_root: Path, *,
                  env: dict[str, str] | None = None, servers: dict[str, Any] | None = None,
-                 watchdog: bool = True, reconnect_wait: float = 10.0):
+                 watchdog: bool = True, reconnect_wait: float = 10.0, place_wait: float = 0.0):
         self.spec = spec
         self.values = dict(values)
         self.run_root = run_root
@@ -72,6 +72,11 @@ class Bench:
         self.watchdog = watchdog
         #: how long a supply that dropped off the network gets to come back before a scenario gives up
         self.reconnect_wait = reconnect_wait
+        #: seconds to wait for a labgrid place someone else holds (the run's --rig-wait)
+        self.place_wait = place_wait
+        #: the labgrid place (harness.labgrid.PlaceSession) of a device file with a ``labgrid`` section:
+        #: held from the first start to the end of the run, across restarts of the other parts
+        self.place: Any = None
         self.launched: LaunchedBench | None = None
         self.supply: Supply | None = None
         self.console: Console | None = None
@@ -90,11 +95,15 @@ class Bench:
             self.start()
         except BaseException:
             self.close()
+            self.release_place()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            self.release_place()
 
     def start(self) -> None:
         """Bring every part up, in the order each needs the one before; all or nothing.
@@ -110,6 +119,8 @@ class Bench:
 
     def _start(self) -> None:
         self.starts += 1
+        if self.spec.labgrid is not None and self.place is None:
+            self._acquire_place()
         if self.spec.bench is not None:
             argv = [devicefile.fill(a, self.values, "bench.start") for a in self.spec.bench.start]
             try:
@@ -138,13 +149,40 @@ class Bench:
         assert self.supply is not None
         self.supply.configure(voltage=s.voltage, current_limit=s.current_limit, ovp=s.ovp)
 
+    def _acquire_place(self) -> None:
+        """Hold the labgrid place for the run; a guard process releases it should this process be killed."""
+        from .labgrid import PlaceSession
+
+        lg = self.spec.labgrid
+        assert lg is not None
+        place = PlaceSession(lg.place, lg.coordinator, wait=self.place_wait,
+                             guard_log=self.run_root / "labgrid-guard.log")
+        place.acquire()
+        self.place = place
+        log.info("labgrid place %s acquired from %s", lg.place, lg.coordinator)
+
+    def release_place(self) -> None:
+        """Let the labgrid place go (never raises: its guard releases it if the coordinator is away now)."""
+        if self.place is not None:
+            place, self.place = self.place, None
+            place.release()
+
     def _open_console(self) -> None:
         c = self.spec.console
-        url = devicefile.fill(c.url, self.values, "console.url")
+        resolve = None
+        if c.url == devicefile.LABGRID_CONSOLE:
+            # The place's serial port, asked of the coordinator again before every reopen: the exporter
+            # serves a re-enumerated USB UART on a new TCP port.
+            assert self.place is not None and self.spec.labgrid is not None
+            place, serial_name = self.place, self.spec.labgrid.serial
+            url = f"labgrid place {self.spec.labgrid.place}"
+            resolve = lambda: place.console_url(name=serial_name)  # noqa: E731
+        else:
+            url = devicefile.fill(c.url, self.values, "console.url")
         try:
             con = Console(url, baudrate=c.baudrate, capture_path=self.run_root / "console.capture",
                           line_ending=c.line_ending, char_delay=c.char_delay, redact=self.spec.firmware.redact,
-                          prompt=self.spec.firmware.prompt)
+                          prompt=self.spec.firmware.prompt, resolve=resolve)
         except ConsoleError as exc:
             raise ConsoleLost(str(exc)) from None
         for pattern in self.spec.firmware.forbid:

@@ -115,6 +115,8 @@ class Console:
     appears (a board whose USB port exists only while powered), otherwise
     :class:`ConsoleError` is raised.  ``prompt`` is the shell's prompt (the
     device file's ``firmware.prompt``), stripped from the start of every line.
+    ``resolve`` gives the URL afresh before each reopen (a labgrid place's
+    console moves to a new TCP port when its USB UART re-enumerates).
     """
 
     url = _Setting[str]("_io")
@@ -129,12 +131,12 @@ class Console:
                  reopen: bool = True, *, line_ending: str = "\r\n", char_delay: float = 0.0,
                  partial_idle: float = 0.05, poll_interval: float = 0.02, presence_check: float = 0.25,
                  write_timeout: float = 2.0, name: str | None = None, redact: Sequence[str] = (),
-                 prompt: str | None = None):
+                 prompt: str | None = None, resolve: Callable[[], str] | None = None):
         self._cond = threading.Condition()          # guards the state of the console and its parts
         self._io = ConsolePort(str(url), baudrate, name=name or str(url), reopen=reopen,
                                poll_interval=poll_interval, presence_check=presence_check,
                                write_timeout=write_timeout, cond=self._cond, feed=self._feed,
-                               interrupted=self._interrupted, event=self._event)
+                               interrupted=self._interrupted, event=self._event, resolve=resolve)
         self.line_ending = line_ending
         self.char_delay = char_delay
         self.partial_idle = partial_idle

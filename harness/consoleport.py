@@ -29,6 +29,7 @@ import serial
 
 from . import clock
 from .consolerecords import ConsoleError, ConsoleGone, Gap
+from .errors import HarnessError
 
 try:  # POSIX only: the fast read path for local ttys
     from serial.serialposix import Serial as _PosixSerial
@@ -63,8 +64,11 @@ class ConsolePort:
     def __init__(self, url: str, baudrate: int, *, name: str, reopen: bool, poll_interval: float,
                  presence_check: float, write_timeout: float, cond: threading.Condition,
                  feed: Callable[[bytes, clock.Stamp], None], interrupted: Callable[[], None],
-                 event: Callable[[clock.Stamp, str], None]):
+                 event: Callable[[clock.Stamp, str], None], resolve: Callable[[], str] | None = None):
         self.url = url
+        #: asked for the URL again before every reopen: a port served over the network (a labgrid
+        #: exporter's ser2net) comes back on a new TCP port after the USB UART re-enumerates
+        self.resolve = resolve
         self.baudrate = baudrate
         self.name = name
         self.reopen = reopen
@@ -87,10 +91,12 @@ class ConsolePort:
     def start(self) -> None:
         """Open the port now; if it is absent and ``reopen`` is on, begin inside a gap instead."""
         try:
+            if self.resolve is not None:
+                self.url = self.resolve()
             port = self._open()
         except ValueError as exc:
             raise ConsoleError(f"console {self.name}: cannot use URL {self.url!r}: {exc}") from None
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, HarnessError) as exc:
             if not self.reopen:
                 raise ConsoleError(f"console {self.name}: cannot open {self.url}: {exc}") from None
             st = clock.stamp()
@@ -114,7 +120,8 @@ class ConsolePort:
                 if not self._try_reopen():
                     # A local path costs one stat() per poll; a network URL
                     # costs a TCP connect, so poll it less eagerly.
-                    stop.wait(self.poll_interval if _local_path(self.url) else max(self.poll_interval, 0.1))
+                    local = self.resolve is None and _local_path(self.url)
+                    stop.wait(self.poll_interval if local else max(self.poll_interval, 0.1))
                 last_check = clock.now()
                 continue
             try:
@@ -258,6 +265,15 @@ class ConsolePort:
                     "; polling for it" if self.reopen else "; reopen disabled")
 
     def _try_reopen(self) -> bool:
+        if self.resolve is not None:
+            try:
+                url = self.resolve()
+            except Exception as exc:  # noqa: BLE001 - not served yet (the exporter has not seen it come back)
+                log.debug("console %s: not served yet: %s", self.name, exc)
+                return False
+            if url != self.url:
+                log.info("console %s: now served at %s (was %s)", self.name, url, self.url)
+                self.url = url
         if _local_path(self.url) and not os.path.exists(self.url):
             return False
         try:

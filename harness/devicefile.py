@@ -14,6 +14,7 @@ templates also see their own arguments (``{host}``, ``{port}``, ...).
 
 from __future__ import annotations
 
+import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,19 @@ TLS_VERSIONS = ("tls1.2", "tls1.3")
 VERSION_WORDS = TLS_VERSIONS + ("auto",)
 #: application protocols the reference server speaks after the handshake
 PROTOCOLS = ("none", "line", "http", "mqtt", "greeting")
+
+
+@dataclass
+class LabgridSpec:
+    """A labgrid place as the bench (the ``labgrid`` extra): acquired for the run, its console re-resolved."""
+
+    place: str
+    #: ``host:port`` of the labgrid coordinator (default: ``$LG_COORDINATOR``, as labgrid-client reads it)
+    coordinator: str
+    #: ``supply``: the device file's VISA supply cuts the power; ``labgrid``: the place's power driver
+    power: str = "supply"
+    #: which of the place's NetworkSerialPorts is the console, when it has several
+    serial: str | None = None
 
 
 @dataclass
@@ -155,6 +169,7 @@ class DeviceSpec:
     firmware: FirmwareSpec
     server: ServerSpec
     bench: BenchSpec | None = None
+    labgrid: LabgridSpec | None = None
     flash_file: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     source: Map | None = None
@@ -241,8 +256,10 @@ def _console(doc: Fields) -> ConsoleSpec:
     baud = sec.value("baudrate", (int,), 115200, what="a baud rate")
     if baud <= 0:
         raise sec.error("baudrate", "must be positive")
+    # A labgrid place serves the console itself (its NetworkSerialPort): no URL in the file.
+    from_place = "labgrid" in doc.map and "url" not in sec.map
     return ConsoleSpec(
-        url=sec.text("url"),
+        url=LABGRID_CONSOLE if from_place else sec.text("url"),
         baudrate=baud,
         line_ending=sec.text("line_ending", "\r\n"),
         char_delay=sec.num("char_delay", 0.0),
@@ -448,8 +465,28 @@ def _bench(doc: Fields) -> BenchSpec | None:
                      resources=dict(resources.map), timeout=sec.num("timeout", 30.0))
 
 
+#: ``console.url`` of a device file whose console is its labgrid place's (asked of the coordinator, every reopen)
+LABGRID_CONSOLE = "labgrid:"
+
+
+def _labgrid(doc: Fields) -> LabgridSpec | None:
+    sec = doc.section("labgrid", required=False, message="expected a mapping: place, coordinator, power")
+    if sec is None:
+        return None
+    sec.no_unknown({"place", "coordinator", "power", "serial"})
+    coordinator = sec.text("coordinator", None) or os.environ.get("LG_COORDINATOR")
+    if not coordinator:
+        raise sec.error("coordinator", "missing: the labgrid coordinator's host:port (or set $LG_COORDINATOR)")
+    power = sec.text("power", "supply")
+    if power not in ("supply", "labgrid"):
+        raise sec.error("power", f"expected supply (the device file's VISA supply) or labgrid (the place's "
+                                 f"power driver), got {brief(power)}")
+    return LabgridSpec(place=sec.text("place"), coordinator=coordinator, power=power,
+                       serial=sec.text("serial", None))
+
+
 _TOP_KEYS = {"schema", "name", "description", "bench", "supply", "console", "firmware", "server",
-             "flash_file", "variables"}
+             "flash_file", "variables", "labgrid"}
 
 
 def parse(doc: Any, file: str) -> DeviceSpec:
@@ -464,6 +501,7 @@ def parse(doc: Any, file: str) -> DeviceSpec:
         name=top.text("name"),
         description=str(doc.get("description", "")).strip(),
         bench=_bench(top),
+        labgrid=_labgrid(top),
         supply=_supply(top),
         console=_console(top),
         firmware=_firmware(top),
@@ -516,7 +554,8 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
 
     supply = doc.get("supply")
     check(spec.supply.resource, "supply.resource", supply, "resource")
-    check(spec.console.url, "console.url", doc.get("console"), "url")
+    if spec.console.url != LABGRID_CONSOLE:
+        check(spec.console.url, "console.url", doc.get("console"), "url")
     if spec.bench:
         bench = doc.get("bench")
         for arg in spec.bench.start:

@@ -104,8 +104,8 @@ def lock_keys(rig: RigEntry, values: dict[str, Any]) -> list[str]:
     spec = rig.spec
     fixed = [("supply", spec.supply.resource, "supply.resource"), ("console", spec.console.url, "console.url")]
     for kind, template, where in fixed:
-        if not template or "{bench." in template:
-            continue
+        if not template or "{bench." in template or template == devicefile.LABGRID_CONSOLE:
+            continue            # announced per start, or the place's (locked below, and by labgrid itself)
         try:
             keys.append(f"{kind}:{devicefile.fill(template, values, where)}")
         except HarnessError:

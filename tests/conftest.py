@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 #: test folders and modules whose tests drive real bench processes
-SLOW_FOLDERS = {"scenario_runs", "sim", "cfirmware", "lab", "safety", "fuzz"}
+SLOW_FOLDERS = {"scenario_runs", "sim", "cfirmware", "lab", "safety", "fuzz", "labgrid"}
 SLOW_MODULES = {"test_keysight_simbench.py", "test_safe_state.py", "test_watchdog.py", "test_device_simbench.py",
                 "test_console_sim.py", "test_option_fixtures.py", "test_report_browser.py",
                 "test_rail_simbench.py"}
