@@ -137,6 +137,15 @@ class Bench:
 
     def _open_supply(self) -> None:
         s = self.spec.supply
+        lg = self.spec.labgrid
+        if lg is not None and lg.power == "labgrid":
+            # The place's power driver: switches, measures nothing (harness.powerswitch says what follows).
+            from .powerswitch import SwitchedPower
+
+            assert self.place is not None
+            self.supply = SwitchedPower(self.place, s.resource, log_path=self.run_root / "supply.jsonl",
+                                        safe_state=s.safe_state).open()  # type: ignore[assignment]
+            return
         resource = devicefile.fill(s.resource, self.values, "supply.resource")
         psu = Supply(resource=resource, dialect=s.dialect, channel=s.channel, visa_library=s.visa_library,
                      log_path=self.run_root / "supply.jsonl", safe_state=s.safe_state, watchdog=self.watchdog)
@@ -147,6 +156,8 @@ class Bench:
     def _configure(self) -> None:
         s = self.spec.supply
         assert self.supply is not None
+        if not getattr(self.supply, "measures", True):
+            return
         self.supply.configure(voltage=s.voltage, current_limit=s.current_limit, ovp=s.ovp)
 
     def _acquire_place(self) -> None:

@@ -67,7 +67,9 @@ class PowerCut:
     on_mono: float | None = None
     volts_before_on: float | None = None
     verified: bool = False
-    kind: str = "off"          # "off" (output switched off) or "brownout" (voltage dipped)
+    #: "off" (a supply's output switched off), "brownout" (voltage dipped) or "switched" (a power switch
+    #: without a meter: the discharge is not measured, the reset cause is the evidence)
+    kind: str = "off"
 
 
 @dataclass
@@ -272,6 +274,9 @@ class Device:
         s = self.spec.supply
         min_off = s.min_off if off_time is None else off_time
         cut = PowerCut(off_mono=clock.now(), verified=verify)
+        if not getattr(self.supply, "measures", True):
+            # A switch without a meter: held off, never verified; the reset cause will have to tell.
+            cut.kind, cut.verified = "switched", False
         self.cuts.append(cut)
         self.powered = False
         if verify:
@@ -353,7 +358,8 @@ class Device:
         mono = clock.now()
         self.supply.off(discharge_below=None, min_off=0.0)
         # Stamped by the supply's own record of the edge, as power_off does.
-        self.cuts.append(PowerCut(off_mono=self._last_off_mono(mono), verified=False))
+        self.cuts.append(PowerCut(off_mono=self._last_off_mono(mono), verified=False,
+                                  kind="off" if getattr(self.supply, "measures", True) else "switched"))
         self.powered = False
 
     def settle_cut(self, grace: float = 5.0) -> None:
@@ -382,7 +388,7 @@ class Device:
         if last is not None and last.on_mono is None and not last.verified:
             s = self.spec.supply
             self.supply.off(discharge_below=s.discharge_below, min_off=s.min_off, timeout=s.discharge_timeout)
-            last.verified = True
+            last.verified = getattr(self.supply, "measures", True)
 
     def safe(self) -> None:
         """Whatever happened: nothing armed, output in the device file's safe state."""

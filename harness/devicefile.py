@@ -45,6 +45,9 @@ class LabgridSpec:
     power: str = "supply"
     #: which of the place's NetworkSerialPorts is the console, when it has several
     serial: str | None = None
+    #: with ``power: labgrid``: seconds the switch holds the power off when a scenario asks for a discharged
+    #: rail (nothing measures it: long enough for the board's capacitors, by the lab's own judgement)
+    off_time: float = 2.0
 
 
 @dataclass
@@ -473,7 +476,7 @@ def _labgrid(doc: Fields) -> LabgridSpec | None:
     sec = doc.section("labgrid", required=False, message="expected a mapping: place, coordinator, power")
     if sec is None:
         return None
-    sec.no_unknown({"place", "coordinator", "power", "serial"})
+    sec.no_unknown({"place", "coordinator", "power", "serial", "off_time"})
     coordinator = sec.text("coordinator", None) or os.environ.get("LG_COORDINATOR")
     if not coordinator:
         raise sec.error("coordinator", "missing: the labgrid coordinator's host:port (or set $LG_COORDINATOR)")
@@ -481,8 +484,29 @@ def _labgrid(doc: Fields) -> LabgridSpec | None:
     if power not in ("supply", "labgrid"):
         raise sec.error("power", f"expected supply (the device file's VISA supply) or labgrid (the place's "
                                  f"power driver), got {brief(power)}")
+    off_time = sec.num("off_time", 2.0)
+    if not off_time > 0:
+        raise sec.error("off_time", "must be more than 0 s")
     return LabgridSpec(place=sec.text("place"), coordinator=coordinator, power=power,
-                       serial=sec.text("serial", None))
+                       serial=sec.text("serial", None), off_time=off_time)
+
+
+def _switched_supply(doc: Fields, lg: LabgridSpec) -> SupplySpec:
+    """``labgrid.power: labgrid``: the place's power switch stands for the supply; nothing to measure or set.
+
+    A ``supply`` section may still give the safe state; anything a switch
+    cannot do (a voltage, a current limit, a discharge threshold) is a
+    mistake to point at, not to ignore.
+    """
+    sec = doc.section("supply", required=False)
+    safe_state = {"output": "off"}
+    if sec is not None:
+        sec.no_unknown({"safe_state"}, intro="with labgrid.power: labgrid the place's power switch cuts the "
+                                             "power and sets or measures nothing; the supply section may only say")
+        safe_state = _safe_state(sec)
+    return SupplySpec(resource=f"labgrid place {lg.place} power", dialect="", voltage=None,  # type: ignore[arg-type]
+                      current_limit=None, ovp=None, discharge_below=None,  # type: ignore[arg-type]
+                      min_off=lg.off_time, discharge_timeout=0.0, safe_state=safe_state, sample_rate=0.0)
 
 
 _TOP_KEYS = {"schema", "name", "description", "bench", "supply", "console", "firmware", "server",
@@ -496,13 +520,14 @@ def parse(doc: Any, file: str) -> DeviceSpec:
     if schema != SCHEMA_VERSION:
         raise top.error("schema", f"unsupported schema version {schema}; this harness reads {SCHEMA_VERSION}")
     variables = top.section("variables", required=False, message="expected a mapping of name: value")
+    labgrid = _labgrid(top)
     spec = DeviceSpec(
         path=file,
         name=top.text("name"),
         description=str(doc.get("description", "")).strip(),
         bench=_bench(top),
-        labgrid=_labgrid(top),
-        supply=_supply(top),
+        labgrid=labgrid,
+        supply=_switched_supply(top, labgrid) if labgrid is not None and labgrid.power == "labgrid" else _supply(top),
         console=_console(top),
         firmware=_firmware(top),
         server=_server(top),
@@ -511,6 +536,11 @@ def parse(doc: Any, file: str) -> DeviceSpec:
         source=doc,
     )
     _check_placeholders(spec, doc)
+    if labgrid is not None and labgrid.power == "labgrid" and spec.firmware.reset_cause is None:
+        # Without a meter the reset cause is the only witness that the power really went.
+        raise top.error("labgrid", "power: labgrid switches power without measuring it, so the device's reset "
+                                   "cause is the only evidence of a power loss: firmware.reset_cause is required",
+                        where=f"{top.where('labgrid')}.power")
     return spec
 
 
@@ -553,7 +583,8 @@ def _check_placeholders(spec: DeviceSpec, doc: Map) -> None:
                               + ", ".join(sorted(known | extra | {f"bench.{b}" for b in bench_names})))
 
     supply = doc.get("supply")
-    check(spec.supply.resource, "supply.resource", supply, "resource")
+    if not (spec.labgrid is not None and spec.labgrid.power == "labgrid"):
+        check(spec.supply.resource, "supply.resource", supply, "resource")
     if spec.console.url != LABGRID_CONSOLE:
         check(spec.console.url, "console.url", doc.get("console"), "url")
     if spec.bench:

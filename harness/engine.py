@@ -177,6 +177,13 @@ class Engine:
             if on is not None and on != "connect" and fw.event(str(substitute(on, self.params))) is None:
                 raise ScenarioSkip(f"{step.where}: cut_power_when after '{on}', a console pattern "
                                    f"{self.rig.spec.path} does not define (firmware.{on} or firmware.events.{on})")
+        if not getattr(self.rig.supply, "measures", True):
+            for step in walk(self.scenario.steps):
+                if step.action == "brownout" or (step.action in ("power_off", "power_cycle")
+                                                 and step.args.get("verify") is False):
+                    raise ScenarioSkip(f"{step.where}: {step.action} needs a supply that sets and measures the "
+                                       f"rail; {self.rig.spec.path} cuts power with a switch that measures "
+                                       "nothing (labgrid.power: labgrid)")
         self._check_versions()
         if fw.autoconnect:
             why = self._needs_shell()

@@ -28,7 +28,10 @@ Acquisition is tied to labgrid's identity ``host/user``: the coordinator does
 not release a place when its client disconnects, so a SIGKILLed run would hold
 the rig until someone notices.  :func:`start_release_guard` starts a small
 process that outlives us, waits for our PID to end, and releases the place if
-it is still the acquisition we made.
+it is still the acquisition we made.  With ``power_off_on_exit`` (the place's
+power switch is the device's power) that guard first switches the power off,
+through the same labgrid power driver: the guard is what leaves the hardware
+safe when the run is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ T = TypeVar("T")
 RPC_TIMEOUT = 10.0
 #: polling period while waiting for a place held by someone else, or for a console to come back
 POLL_PERIOD = 0.25
+#: how long the release guard lets one power-off request take (labgrid's HTTP power backends set no timeout)
+GUARD_POWER_TIMEOUT = 20.0
 
 INSTALL_HINT = "pip install '.[labgrid]'"
 
@@ -268,13 +273,21 @@ class PlaceSession:
     """
 
     def __init__(self, place: str, coordinator: str, *, wait: float = 0.0, log: logging.Logger | None = None,
-                 guard: bool = True, guard_log: str | os.PathLike[str] | None = None):
+                 guard: bool = True, guard_log: str | os.PathLike[str] | None = None,
+                 power_off_on_exit: bool = False):
+        """``power_off_on_exit``: should this process end without :meth:`release` (SIGKILL, a crash), its release
+        guard switches the place's power off before releasing it.  A normal :meth:`release` stops the guard
+        without touching the power: the caller decides the power at teardown itself.
+        """
+        if power_off_on_exit and not guard:
+            raise ValueError("power_off_on_exit needs the release guard (guard=True): it is the guard that switches off")
         self.place = place
         self.coordinator = coordinator
         self.wait = wait
         self.log = log or _log
         self.guard_enabled = guard
         self.guard_log = guard_log
+        self.power_off_on_exit = power_off_on_exit
         self.guard: subprocess.Popen[bytes] | None = None
         self.acquired_as: str | None = None
         self.acquired_since: float | None = None
@@ -344,7 +357,8 @@ class PlaceSession:
         self.log.info("acquired labgrid place %r on %s as %s", self.place, client.address, me)
         if self.guard_enabled:
             self.guard = start_release_guard(pid=os.getpid(), place=self.place, coordinator=self.coordinator,
-                                             holder=me, since=place.changed, log_path=self.guard_log)
+                                             holder=me, since=place.changed, log_path=self.guard_log,
+                                             power_off=self.power_off_on_exit)
 
     def _acquire_failure(self, client: CoordinatorClient, place: Any, exc: BaseException) -> str:
         text = f"labgrid could not acquire place {self.place!r}: {_rpc_details(exc)}"
@@ -370,6 +384,7 @@ class PlaceSession:
             self.log.warning("could not release labgrid place %r on %s: %s%s", self.place, self.coordinator,
                              _rpc_details(exc),
                              f"; its release guard (pid {self.guard.pid}) retries when this process exits"
+                             + (", switching the power off first" if self.power_off_on_exit else "")
                              if self.guard and self.guard.poll() is None else "")
         self.acquired_as = None
         self.acquired_since = None
@@ -378,6 +393,7 @@ class PlaceSession:
         self._close()
 
     def _stop_guard(self) -> None:
+        """SIGTERM while it waits for our pid: it ends there, having switched and released nothing."""
         guard, self.guard = self.guard, None
         if guard is None:
             return
@@ -519,9 +535,11 @@ class PlaceSession:
 # -- release after a crash ----------------------------------------------------------------------------------------
 
 def start_release_guard(*, pid: int, place: str, coordinator: str, holder: str, since: float | None,
-                        log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
+                        log_path: str | os.PathLike[str] | None = None,
+                        power_off: bool = False) -> subprocess.Popen[bytes]:
     """A process that releases ``place`` once ``pid`` has ended, if our acquisition still stands.
 
+    ``power_off``: before releasing, switch the place's power off (same condition: only our acquisition).
     In its own session, so a Ctrl-C or a group kill aimed at the run does not take
     the guard with it; its only handle is the returned Popen.
     """
@@ -529,6 +547,8 @@ def start_release_guard(*, pid: int, place: str, coordinator: str, holder: str, 
            "--coordinator", coordinator, "--holder", holder]
     if since is not None:
         cmd += ["--since", repr(float(since))]
+    if power_off:
+        cmd.append("--power-off")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -567,33 +587,92 @@ def _wait_for_exit(pid: int) -> None:
         time.sleep(0.5)
 
 
-def release_if_ours(place: str, coordinator: str, holder: str, since: float | None) -> str:
-    """Release ``place`` only if ``holder`` still holds the acquisition made at ``since``; says what it did."""
+class PowerOffFailed(Exception):
+    """The guard could not switch the place's power off this time (switch or its exporter unavailable, HTTP error)."""
+
+
+def release_if_ours(place: str, coordinator: str, holder: str, since: float | None, *,
+                    power_off: bool = False) -> str:
+    """Release ``place`` only if ``holder`` still holds the acquisition made at ``since``; says what it did.
+
+    ``power_off``: switch the place's power off first, through its NetworkPowerPort, under the same
+    condition.  A place without a NetworkPowerPort is released with an error logged (nothing to switch);
+    a switch that fails raises :class:`PowerOffFailed` with the place still held, for the caller to retry.
+    """
     client = CoordinatorClient(coordinator)
     try:
         current = client.place(place)
         if current.acquired is None:
-            return f"place {place!r} was already released"
+            return f"place {place!r} was already released" + (": power not touched" if power_off else "")
         if current.acquired != holder:
             return f"place {place!r} is now acquired by {current.acquired}: left alone"
         if since is not None and abs(float(current.changed) - since) > 1e-3:
             return (f"place {place!r} is acquired by {holder} since {_since(current.changed)}, not the acquisition "
                     f"of {_since(since)}: left alone")
+        switched = ""
+        if power_off:
+            switched = _power_off_held(client, place, holder, since) + "; "
         client.release_place(place, fromuser=holder)
-        return f"released place {place!r} (held by {holder} since {_since(since)})"
+        return switched + f"released place {place!r} (held by {holder} since {_since(since)})"
     finally:
         client.close()
 
 
+def _power_off_held(client: CoordinatorClient, place: str, holder: str, since: float | None) -> str:
+    """Switch off through the place's power driver exactly as the run did (PlaceSession, adopted for ``holder``)."""
+    session = PlaceSession(place, client.coordinator, guard=False)
+    session._client, session.acquired_as, session.acquired_since = client, holder, since
+    try:
+        driver = session._power_driver(False)
+    except (SupplyUnreachable, InstrumentError) as exc:
+        raise PowerOffFailed(str(exc)) from None
+    if driver is None:
+        _log.error("place %r has no NetworkPowerPort: could NOT switch its power off; releasing it as it is", place)
+        return "power NOT switched off (no NetworkPowerPort)"
+    assert session._power is not None
+    port = "/".join(session._power[0][0])
+    outcome: list[BaseException | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_call(session.power_off)), daemon=True)
+    worker.start()
+    worker.join(GUARD_POWER_TIMEOUT)
+    if not outcome:  # the request hangs: leave the daemon thread behind, it ends with this process
+        raise PowerOffFailed(f"power switch {port} of place {place!r} did not answer within {GUARD_POWER_TIMEOUT:g} s")
+    if outcome[0] is not None:
+        raise PowerOffFailed(str(outcome[0]))
+    return f"switched power of place {place!r} OFF through {port}"
+
+
+def _call(action: Callable[[], object]) -> BaseException | None:
+    try:
+        action()
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        return exc
+    return None
+
+
 def _guard_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s labgrid-guard[%(process)d] %(message)s")
+    _log.info("watching process %d for place %r on %s%s", args.pid, args.place, args.coordinator,
+              " (will switch its power off)" if args.power_off else "")
     _wait_for_exit(args.pid)
     _log.info("process %d ended; checking place %r on %s", args.pid, args.place, args.coordinator)
     deadline = time.monotonic() + args.retry_for
+    power_off = args.power_off
     while True:
         try:
-            _log.info("%s", release_if_ours(args.place, args.coordinator, args.holder, args.since))
+            _log.info("%s", release_if_ours(args.place, args.coordinator, args.holder, args.since,
+                                            power_off=power_off))
             return 0
+        except PowerOffFailed as exc:
+            # Kept held while retrying: released, the rig could go to the next user powered, and this guard
+            # would no longer have the right to switch it.
+            if time.monotonic() >= deadline:
+                _log.error("could NOT switch the power of place %r off within %g s (%s): releasing it anyway, "
+                           "its power may still be ON", args.place, args.retry_for, exc)
+                power_off = False
+                continue
+            _log.warning("could not switch the power of place %r off: %s; retrying", args.place, exc)
+            time.sleep(2.0)
         except (BenchStartError, ConfigError) as exc:
             if time.monotonic() >= deadline:
                 _log.error("gave up releasing place %r: %s", args.place, exc)
@@ -611,7 +690,10 @@ def main(argv: list[str] | None = None) -> int:
     guard.add_argument("--coordinator", required=True)
     guard.add_argument("--holder", required=True, help="host/user that acquired the place")
     guard.add_argument("--since", type=float, default=None, help="the place's 'changed' time at acquisition")
-    guard.add_argument("--retry-for", type=float, default=300.0, help="seconds to keep trying an unreachable coordinator")
+    guard.add_argument("--retry-for", type=float, default=300.0,
+                       help="seconds to keep trying an unreachable coordinator or power switch")
+    guard.add_argument("--power-off", action="store_true",
+                       help="switch the place's power off (its NetworkPowerPort) before releasing it")
     args = parser.parse_args(argv)
     try:
         return _guard_main(args)

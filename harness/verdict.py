@@ -284,7 +284,7 @@ class CutEvidence:
     ev: Evidence
     off: float
     on: float
-    kind: str                       # "off" (output switched off) or "brownout"
+    kind: str                       # "off" (output switched off), "brownout", or "switched" (no meter)
     volts: float | None             # the rail just before power came back
     before: list[HandshakeRecord]   # the last three handshakes begun before the cut
     after: list[HandshakeRecord]    # handshakes begun after power came back, before any next cut
@@ -371,6 +371,40 @@ def rail_stayed_up(cut: CutEvidence) -> Verdict | None:
                    f"power was not really cut at {hhmmss(cut.off)}: {why}. A resumption now would prove "
                    "nothing about what the device kept in flash.",
                    cause=_NOT_CUT_CAUSE, records=cut.shown, lines=cut.around)
+
+
+#: reset causes that show the rail really went away (a slowly decaying rail may trip the brown-out detector first)
+POWER_LOSS_CAUSES = ("power-on", "brown-out")
+
+
+def switch_without_power_on_reset(cut: CutEvidence) -> Verdict | None:
+    """A power switch measures nothing: only a power-on (or brown-out) reset shows the power really went.
+
+    A relay that did not open, a board fed through a second path (USB, a
+    battery, a debug probe): the device then reboots for another reason or
+    not at all, and a resumption would prove nothing about its flash.
+    """
+    if cut.kind != "switched" or not cut.boots:
+        return None
+    cause = cut.boots[0].cause
+    if cause in POWER_LOSS_CAUSES:
+        return None
+    seen = f"its reset cause was {cause!r}" if cause else "it printed no reset cause"
+    return Verdict(False, Code.POWER_NOT_CUT,
+                   f"power loss not shown at {hhmmss(cut.off)}: the power switch measures nothing, and after it "
+                   f"the device rebooted but {seen}, not a power-on reset. A resumption now would prove nothing "
+                   "about what the device kept in flash.",
+                   cause="the switch did not cut the device's supply (a second supply path: USB, a battery, a "
+                         "debug probe), or the firmware's reset cause pattern misses the power-on reset",
+                   records=cut.shown, lines=cut.around)
+
+
+def on_switch(verdict: Verdict, cut: CutEvidence | None) -> Verdict:
+    """A passing verdict on a cut by a switch without a meter says what the power loss rests on."""
+    if verdict.ok and cut is not None and cut.kind == "switched" and cut.boots:
+        verdict.summary += (f" (power loss shown by the device's reset cause, {cut.boots[0].cause}: the place's "
+                            "power switch measures nothing)")
+    return verdict
 
 
 def did_not_boot(cut: CutEvidence) -> Verdict | None:
@@ -509,7 +543,7 @@ def refusal_cause(ev: Evidence, record: HandshakeRecord) -> str:
 
 #: the questions of the central verdict, in the order a firmware engineer asks them; :func:`refused` concludes
 CUT_CHECKS: tuple[Callable[[CutEvidence], Verdict | None], ...] = (
-    kept_running, rail_stayed_up, did_not_boot, never_connected, failed_after_cut, no_session_before,
+    kept_running, rail_stayed_up, switch_without_power_on_reset, did_not_boot, never_connected, failed_after_cut, no_session_before,
     lineage, nothing_offered, stale_offer,
 )
 
@@ -529,7 +563,7 @@ def resumed_across_power_loss(ev: Evidence, cut_index: int = -1) -> Verdict:
     if cut is None:
         return Verdict(False, Code.NO_POWER_CUT, "no completed power cut in this scenario: nothing to judge",
                        records=list(ev.records)[-5:])
-    return first_verdict(CUT_CHECKS, cut) or refused(cut)
+    return on_switch(first_verdict(CUT_CHECKS, cut) or refused(cut), cut)
 
 
 def resumed_last_stored(ev: Evidence, cut_index: int = -1) -> Verdict:
@@ -553,9 +587,9 @@ def resumed_last_stored(ev: Evidence, cut_index: int = -1) -> Verdict:
     prev = _issuer(held, {r.id: r for r in ev.records}) if held is not None else None
     if prev is None or first.resumed_from != prev.id or _stored_after(ev, prev.mono, began(expected)) is None:
         return judged
-    return Verdict(True, Code.RESUMED, f"handshake #{first.id} after {cut.when} resumed the session issued by "
-                   f"#{prev.id}, the last one the device had finished storing: power was cut before it said the "
-                   f"newer session (#{expected.id}) was stored", records=cut.shown)
+    return on_switch(Verdict(True, Code.RESUMED, f"handshake #{first.id} after {cut.when} resumed the session "
+                             f"issued by #{prev.id}, the last one the device had finished storing: power was cut "
+                             f"before it said the newer session (#{expected.id}) was stored", records=cut.shown), cut)
 
 
 def power_not_cut(ev: Evidence, cut_index: int = -1) -> Verdict:

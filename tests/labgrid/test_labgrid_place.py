@@ -11,7 +11,9 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -101,32 +103,30 @@ def test_unknown_place_and_unreachable_coordinator_are_bench_errors(lab: Lab) ->
 CHILD = textwrap.dedent("""
     import sys, time
     from harness.labgrid import PlaceSession
-    session = PlaceSession(sys.argv[1], sys.argv[2], guard_log=sys.argv[3])
+    power = sys.argv[4:] == ["power"]
+    session = PlaceSession(sys.argv[1], sys.argv[2], guard_log=sys.argv[3], power_off_on_exit=power)
     session.acquire()
+    if power:
+        session.power_on()
     print("acquired", session.guard.pid, flush=True)
     time.sleep(600)
 """)
 
 
-def test_guard_releases_the_place_after_sigkill(lab: Lab, tmp_path: Path) -> None:
-    guard_log = tmp_path / "guard.log"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "rig1", lab.address, str(guard_log)], cwd=ROOT,
+@contextmanager
+def guarded_child(lab: Lab, place: str, guard_log: Path, *extra: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A run in a child process that holds ``place`` (``extra`` "power": with power_off_on_exit, powered on).
+
+    Yields the child and its guard's pid; both are ended afterwards through the child's handle and that pid.
+    """
+    child = subprocess.Popen([sys.executable, "-c", CHILD, place, lab.address, str(guard_log), *extra], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     guard_pid = None
     try:
         line = child.stdout.readline()
         assert line.startswith("acquired"), line + child.stdout.read() if child.poll() is not None else line
         guard_pid = int(line.split()[1])
-        assert holder(lab, "rig1") is not None
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-        took = wait_released(lab, "rig1", 15.0)
-        assert took < 10
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{guard_pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{guard_pid}"), "the guard exits once it has released"
-        assert "released place 'rig1'" in guard_log.read_text(), guard_log.read_text()
+        yield child, guard_pid
     finally:
         if child.poll() is None:
             child.kill()
@@ -136,13 +136,130 @@ def test_guard_releases_the_place_after_sigkill(lab: Lab, tmp_path: Path) -> Non
             os.kill(guard_pid, signal.SIGKILL)  # the guard this test started through its child, by its pid
 
 
+def wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), f"process {pid} still there after {timeout:g} s"
+
+
+def test_guard_releases_the_place_after_sigkill(lab: Lab, tmp_path: Path) -> None:
+    guard_log = tmp_path / "guard.log"
+    with guarded_child(lab, "rig1", guard_log) as (child, guard_pid):
+        assert holder(lab, "rig1") is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        took = wait_released(lab, "rig1", 15.0)
+        assert took < 10
+        wait_gone(guard_pid, 10)  # the guard exits once it has released
+        assert "released place 'rig1'" in guard_log.read_text(), guard_log.read_text()
+
+
+def test_guard_switches_power_off_then_releases_after_sigkill(lab: Lab, tmp_path: Path) -> None:
+    guard_log = tmp_path / "guard.log"
+    with guarded_child(lab, "rig1", guard_log, "power") as (child, guard_pid):
+        assert lab.power.state[0] is True, "the child switched the power on"
+        sent = len(lab.power.requests)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        start = time.monotonic()
+        while lab.power.state[0]:
+            assert time.monotonic() - start < 10, "the guard never switched the power off\n" + guard_log.read_text()
+            time.sleep(0.05)
+        wait_released(lab, "rig1", 10.0)
+        took = time.monotonic() - start
+        wait_gone(guard_pid, 10)
+        assert lab.power.requests[sent:] == ["/relay/0/0"], lab.power.requests[sent:]
+        text = guard_log.read_text()
+        assert re.search(r"switched power of place 'rig1' OFF through plain/plain/NetworkPowerPort/\S+; "
+                         r"released place 'rig1'", text), text
+        print(f"power off and release {took:.2f} s after SIGKILL")
+        assert took < 5
+
+
+def test_normal_release_stops_the_guard_without_switching(lab: Lab, tmp_path: Path) -> None:
+    """release() at a normal end: the harness has decided the power itself, the guard must not touch it."""
+    guard_log = tmp_path / "guard.log"
+    try:
+        with PlaceSession("rig1", lab.address, power_off_on_exit=True, guard_log=guard_log) as session:
+            guard = session.guard
+            assert guard is not None and "--power-off" in guard.args
+            session.power_on()
+            deadline = time.monotonic() + 10
+            while "watching process" not in (guard_log.read_text() if guard_log.exists() else ""):
+                assert time.monotonic() < deadline and guard.poll() is None, "the guard did not start"
+                time.sleep(0.05)
+            sent = list(lab.power.requests)
+        assert guard.poll() == -signal.SIGTERM, "release stops the guard while it waits"
+        assert holder(lab, "rig1") is None
+        assert lab.power.requests == sent, "no power request after release"
+        assert lab.power.state[0] is True
+        assert "switched" not in guard_log.read_text()
+    finally:
+        lab.power.state[0] = False
+
+
+def test_power_off_on_exit_needs_the_guard() -> None:
+    with pytest.raises(ValueError, match="needs the release guard"):
+        PlaceSession("rig1", "127.0.0.1:1", guard=False, power_off_on_exit=True)
+
+
 def test_guard_leaves_a_newer_acquisition_alone(lab: Lab) -> None:
     with PlaceSession("rig1", lab.address) as session:
-        said = release_if_ours("rig1", lab.address, session.acquired_as, session.acquired_since - 60)
+        sent = len(lab.power.requests)
+        said = release_if_ours("rig1", lab.address, session.acquired_as, session.acquired_since - 60, power_off=True)
         assert "left alone" in said
-        said = release_if_ours("rig1", lab.address, "otherhost/otheruser", session.acquired_since)
+        said = release_if_ours("rig1", lab.address, "otherhost/otheruser", session.acquired_since, power_off=True)
         assert "now acquired by" in said and "left alone" in said
         assert holder(lab, "rig1") == session.acquired_as
+        assert len(lab.power.requests) == sent, "the power of someone else's acquisition is not touched"
+
+
+def test_guard_leaves_power_alone_when_the_place_was_taken_over(lab: Lab, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's place was kicked and acquired by someone else before the run died: its guard touches nothing."""
+    guard_log = tmp_path / "guard.log"
+    with guarded_child(lab, "rig1", guard_log, "power") as (child, guard_pid):
+        lab.client("-p", "rig1", "release", "--kick")
+        monkeypatch.setenv("LG_USERNAME", "intruder")
+        with PlaceSession("rig1", lab.address, guard=False) as intruder:
+            sent = len(lab.power.requests)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            wait_gone(guard_pid, 15)
+            text = guard_log.read_text()
+            assert re.search(r"now acquired by \S+/intruder: left alone", text), text
+            assert len(lab.power.requests) == sent and lab.power.state[0] is True
+            assert holder(lab, "rig1") == intruder.acquired_as
+    lab.power.state[0] = False
+
+
+def test_guard_releases_even_when_the_power_cannot_be_switched(lab: Lab, tmp_path: Path) -> None:
+    """A switch that does not answer: retried within --retry-for, an error logged, the place released anyway."""
+    dead_switch = f"http://127.0.0.1:{free_port()}/relay/{{index}}/{{value}}"
+    lab.start_exporter("deadpower", f"deadpower:\n  power:\n    cls: NetworkPowerPort\n    model: simplerest\n"
+                                    f"    host: '{dead_switch}'\n    index: 0\n")
+    lab.create_place("rig-deadpower", "deadpower/deadpower/*")
+    no_such_pid = "999999999"  # above any pid_max: a run that has already ended
+    for place in ("rig-deadpower", "rig-udev"):  # a switch that does not answer; no power port at all
+        session = PlaceSession(place, lab.address, guard=False)
+        session.acquire()
+        try:
+            done = subprocess.run([sys.executable, "-m", "harness.labgrid", "guard", "--pid", no_such_pid, "--place", place, "--coordinator", lab.address, "--holder", session.acquired_as,
+                                   "--since", repr(session.acquired_since), "--power-off", "--retry-for", "1"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+            text = done.stdout + done.stderr
+            assert done.returncode == 0, text
+            assert holder(lab, place) is None, text
+            if place == "rig-deadpower":
+                assert "retrying" in text and "could NOT switch the power of place 'rig-deadpower' off" in text, text
+                assert "its power may still be ON" in text and "released place 'rig-deadpower'" in text, text
+            else:
+                assert "has no NetworkPowerPort: could NOT switch its power off" in text, text
+                assert "power NOT switched off (no NetworkPowerPort); released place 'rig-udev'" in text, text
+        finally:
+            session.acquired_as = None  # released by the guard
+            session.release()
 
 
 def test_release_never_raises_when_the_coordinator_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

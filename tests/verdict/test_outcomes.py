@@ -54,7 +54,7 @@ def test_the_table_marks_what_the_engine_finds() -> None:
     from harness import errors
 
     classes = [errors.SupplyUnreachable, errors.InstrumentError, errors.ConsoleLost, errors.ServerError,
-               errors.BenchStartError]
+               errors.BenchStartError, errors.RigBusy]
     assert {c.sub_code for c in classes} == set(outcomes.BENCH_CODES)
     table = outcomes.markdown_table()
     assert "| `not-stored` | the device never printed its session_stored line | session kept in RAM only | engine |" \

@@ -12,7 +12,7 @@ import pytest
 from handmade import OFF, ON, cut, ev, first_after, issued_before, rec
 
 from harness import report, verdict
-from harness.device import PowerCut
+from harness.device import Boot, PowerCut
 from harness.outcomes import Code
 from harness.server.records import HandshakeRecord
 
@@ -63,10 +63,39 @@ def test_a_later_cut_bounds_what_counts_as_after() -> None:
 
 def test_the_checks_run_in_the_order_a_firmware_engineer_asks() -> None:
     assert [f.__name__ for f in verdict.CUT_CHECKS] == [
-        "kept_running", "rail_stayed_up", "did_not_boot", "never_connected", "failed_after_cut",
+        "kept_running", "rail_stayed_up", "switch_without_power_on_reset", "did_not_boot", "never_connected",
+        "failed_after_cut",
         "no_session_before", "lineage", "nothing_offered", "stale_offer"]
     assert [f.__name__ for f in verdict.FIRST_CHECKS] == [
         "aborted_without_fallback", "refused_then_fell_back", "handshake_failed", "wrong_mechanism"]
+
+
+def _switched(records, cause: str | None) -> verdict.Evidence:
+    """A cut by a power switch that measures nothing, and the boot after it with ``cause``."""
+    e = ev(records, volts=None, kind="switched")
+    e.boots = [Boot(11.5, cause, "reset cause: " + (cause or "(none printed)"))]
+    return e
+
+
+def test_a_switch_without_a_meter_rests_on_the_power_on_reset() -> None:
+    resumed = issued_before(rec(2, 12.0, resumed=True, frm=1))
+    # A power-on (or brown-out) reset after the switch: the resumption counts, and the verdict says why.
+    for cause in ("power-on", "brown-out"):
+        v = verdict.resumed_across_power_loss(_switched(resumed, cause))
+        assert v.ok and v.code == Code.RESUMED, v.explain()
+        assert f"power loss shown by the device's reset cause, {cause}" in v.summary
+    # Another reset (a relay that never opened, a board fed through USB): nothing is proven.
+    for cause in ("watchdog", "software", None):
+        v = verdict.resumed_across_power_loss(_switched(resumed, cause))
+        assert not v.ok and v.code == Code.POWER_NOT_CUT, v.explain()
+        assert "the power switch measures nothing" in v.summary
+    # No reboot at all and a resumption: kept running on the RAM copy, as with a supply.
+    e = ev(resumed, volts=None, kind="switched", boot=False)
+    assert verdict.resumed_across_power_loss(e).code == Code.POWER_NOT_CUT
+    # A cut by a supply that measures is not judged by its reset cause.
+    assert verdict.switch_without_power_on_reset(cut(resumed)) is None
+    measured = verdict.resumed_across_power_loss(ev(resumed))
+    assert measured.ok and "reset cause" not in measured.summary
 
 
 def test_kept_running() -> None:
