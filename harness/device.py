@@ -55,6 +55,10 @@ class BootError(HarnessError):
     """Power came back but the device did not reach its boot-ready line."""
 
 
+class PowerStillOn(HarnessError):
+    """A power switch without a meter was told off, and the device still answered: power was not cut."""
+
+
 class CutNotSeen(HarnessError):
     """An armed power cut never happened: the moment it waited for never came."""
 
@@ -286,7 +290,34 @@ class Device:
             if min_off > 0:
                 time.sleep(min_off)
         cut.off_mono = self._last_off_mono(cut.off_mono)
+        if cut.kind == "switched":
+            self._check_unpowered(min_off)
         return cut
+
+    def _check_unpowered(self, held: float) -> None:
+        """After a switch that measures nothing opened: a device with a shell must not answer any more.
+
+        The one direct check there is without a meter: Enter on the console.
+        A device that still echoes or prompts kept its power (a relay that
+        did not open, a board also fed through USB, a battery, a debug
+        probe); calling its next boot a power loss would be false.  Without
+        a shell, the reset cause at the next boot is the only witness.
+        """
+        fw = self.spec.firmware
+        if not fw.prompt or fw.autoconnect:
+            return
+        mark, before = self.console.mark(), self.console.pending
+        try:
+            self.console.send("")
+        except HarnessError:
+            return                  # the port went with the power: as it should
+        time.sleep(0.5)
+        answer = [ln.text for ln in self.console.since(mark) if ln.text.strip()]
+        if answer or self.console.pending != before:
+            said = answer[0] if answer else self.console.pending.decode("utf-8", "replace").strip()
+            raise PowerStillOn(f"the device still answered on its console ({said!r}) {held + 0.5:.1f} s after the "
+                               "power switch turned it off: power was not cut (a relay that did not open, or a "
+                               "second supply path: USB, a battery, a debug probe)")
 
     # -- evidence window ---------------------------------------------------
     def stored_sizes(self, start: float, end: float) -> list[int]:

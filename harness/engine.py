@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from . import clock, verdict
 from .console import ForbiddenOutput
-from .device import BootError, ConnectAttempt, CutNotSeen, Device, Mark, Window
+from .device import BootError, ConnectAttempt, CutNotSeen, Device, Mark, PowerStillOn, Window
 from .devicefile import DeviceSpec
 from .errors import BenchError, BenchTimeout, HarnessError
 from .expectations import EXPECTATIONS, WHOLE_SCENARIO, Ask, NeedsConnect
@@ -419,7 +419,16 @@ class Engine:
         dev.power_off(off, verify)
         mark = self.rig.console.mark()
         dev.power_on(wait_boot=False)
-        if verify:
+        if not getattr(self.rig.supply, "measures", True):
+            # A switch that measures nothing: whether power really went is for the verdict to judge
+            # from the reset, so a device that never rebooted is evidence, not a step failure.
+            try:
+                dev.wait_boot(mark)
+            except BenchError:
+                raise
+            except HarnessError:
+                log.info("no boot after a switched power cycle")
+        elif verify:
             dev.wait_boot(mark)
         else:
             # The rail may not have fallen far enough to reset the device: a boot
@@ -716,7 +725,8 @@ def _uses(steps: list[Step], action: str) -> bool:
 
 def _code_for(step: Step, exc: HarnessError) -> Code:
     """The engine's outcome code for a bench problem met while running ``step``."""
-    for kind, code in ((BootError, Code.NO_BOOT), (ForbiddenOutput, Code.FORBIDDEN_OUTPUT),
+    for kind, code in ((BootError, Code.NO_BOOT), (PowerStillOn, Code.POWER_NOT_CUT),
+                       (ForbiddenOutput, Code.FORBIDDEN_OUTPUT),
                        (DischargeError, Code.DISCHARGE), (CutNotSeen, Code.TRIGGER_NOT_SEEN)):
         if isinstance(exc, kind):
             return code
