@@ -49,12 +49,22 @@ SHARED_VARIANT = "torn-write"
 def torn_write_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The default suite (`pytest`, every scenario but the soak) on the simulated bench with the torn-write firmware.
 
-    Returns the run root and the outcome of every test by name (read from the child's JUnit XML).
+    Run on three simulated rigs at once (``-n 3``, one xdist worker each), as a lab with several rigs runs
+    it: the suite takes a third of the time, and CI runs the several-rigs path on every commit.  Returns the
+    run root and the outcome of every test by its name as JUnit gives it (the rig is its last parameter,
+    ``x[tls1.3-sim#2]``; ``scenario_suite.without_rig`` takes it off).
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent / "scenario_runs"))
-    from scenario_suite import run_suite
+    from scenario_suite import run_suite, without_rig
 
     tmp = tmp_path_factory.mktemp("suite-torn-write")
-    results, proc = run_suite(tmp, "--sim-variant", SHARED_VARIANT, timeout=1500)
+    sim = str(Path(__file__).resolve().parents[1] / "devices" / "sim.yaml")
+    results, proc = run_suite(tmp, "--sim-variant", SHARED_VARIANT, "-n", str(SHARED_RIGS),
+                              *[a for _ in range(SHARED_RIGS) for a in ("--device", sim)], timeout=1500)
     assert results, proc.stdout[-3000:]
+    assert all(without_rig(name) != name for name in results), sorted(results)
     return tmp / "runs", results
+
+
+#: rigs the shared suite runs on
+SHARED_RIGS = 3

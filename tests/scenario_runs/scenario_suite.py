@@ -7,6 +7,7 @@ server and watchdog, and the JUnit XML it writes is what a lab CI reads.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -41,3 +42,8 @@ def run_suite(tmp: Path, *args: str, timeout: float = 900) -> tuple[dict[str, Ou
                 message = (node.get("message") or "") + "\n" + (node.text or "")
         results[name] = Outcome(name, outcome, message)
     return results, proc
+
+
+def without_rig(name: str) -> str:
+    """A test name with the simulated rig it ran on taken off: ``x[tls1.3-sim#2]`` -> ``x[tls1.3]``."""
+    return re.sub(r"\[sim#\d+\]$", "", re.sub(r"-sim#\d+\]$", "]", name))
