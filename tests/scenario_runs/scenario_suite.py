@@ -26,8 +26,10 @@ class Outcome:
 
 def run_suite(tmp: Path, *args: str, timeout: float = 900) -> tuple[dict[str, Outcome], subprocess.CompletedProcess]:
     xml = tmp / "junit.xml"
+    # A lock folder of the child's own: suites of one device file run side by side here (the variant
+    # matrix runs three at a time), and a shared folder would refuse all but one of them (rig-busy).
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--run-dir", str(tmp / "runs"),
-           "--junitxml", str(xml), *args]
+           "--junitxml", str(xml), "--lock-dir", str(tmp / "locks"), *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if not xml.exists():
         raise AssertionError(f"no JUnit XML from {' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}")
