@@ -3,7 +3,10 @@
 Ground truth comes from the reference server (handshake records) and the
 supply (power cuts and the rail voltage), never from what the device says
 about itself.  Console lines are used only to explain a failure: they are
-evidence of *why*, not of *whether*.
+evidence of *why*, not of *whether*.  One exception, said in every verdict
+it touches: a power switch that measures nothing (a labgrid place's PDU
+outlet) leaves no rail to read, so there the device's power-on reset is the
+evidence that the power went (:func:`switch_without_power_on_reset`).
 
 ``resumed=True`` is not enough.  The verdict follows lineage: the first
 handshake after the cut must resume the session that the server issued most
@@ -543,8 +546,8 @@ def refusal_cause(ev: Evidence, record: HandshakeRecord) -> str:
 
 #: the questions of the central verdict, in the order a firmware engineer asks them; :func:`refused` concludes
 CUT_CHECKS: tuple[Callable[[CutEvidence], Verdict | None], ...] = (
-    kept_running, rail_stayed_up, switch_without_power_on_reset, did_not_boot, never_connected, failed_after_cut, no_session_before,
-    lineage, nothing_offered, stale_offer,
+    kept_running, rail_stayed_up, switch_without_power_on_reset, did_not_boot, never_connected, failed_after_cut,
+    no_session_before, lineage, nothing_offered, stale_offer,
 )
 
 

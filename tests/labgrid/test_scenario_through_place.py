@@ -71,7 +71,8 @@ def test_resume_after_power_loss_through_a_labgrid_place(lab: Lab, sim_place, tm
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pytest.ini"),
          "--rootdir", str(tmp_path), "--device", str(device),
          "--run-dir", str(run_dir), "--history", str(tmp_path / "history.jsonl"),
-         "--lock-dir", str(tmp_path / "locks"), "-k", "tls1.3", str(ROOT / "scenarios" / "resume_after_power_loss.yaml")],
+         "--lock-dir", str(tmp_path / "locks"), "-k", "tls1.3",
+         str(ROOT / "scenarios" / "resume_after_power_loss.yaml")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
