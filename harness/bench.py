@@ -166,8 +166,12 @@ class Bench:
 
         lg = self.spec.labgrid
         assert lg is not None
+        # With the place's own power switch, its guard also switches the power off if this process dies
+        # without releasing: a SIGKILLed run must not leave the device powered (the supply's watchdog does
+        # that for a SCPI supply).
         place = PlaceSession(lg.place, lg.coordinator, wait=self.place_wait,
-                             guard_log=self.run_root / "labgrid-guard.log")
+                             guard_log=self.run_root / "labgrid-guard.log",
+                             power_off_on_exit=lg.power == "labgrid")
         place.acquire()
         self.place = place
         log.info("labgrid place %s acquired from %s", lg.place, lg.coordinator)

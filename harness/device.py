@@ -209,7 +209,18 @@ class Device:
         self.powered = True
         if not wait_boot:
             return None
-        return self.wait_boot(mark, timeout)
+        try:
+            return self.wait_boot(mark, timeout)
+        except BootError:
+            last = self.cuts[-1] if self.cuts else None
+            answer = self._answers() if last is not None and last.kind == "switched" else None
+            if answer is not None:
+                # No boot because there was nothing to boot from: the device kept its power.
+                raise PowerStillOn(f"no boot after power came back, and the device answers on its console "
+                                   f"({answer!r}): it never lost power when the switch turned it off (a relay "
+                                   "that did not open, or a second supply path: USB, a battery, a debug probe)") \
+                    from None
+            raise
 
     def wait_boot(self, mark: int, timeout: float | None = None) -> Boot:
         fw = self.spec.firmware
@@ -303,21 +314,38 @@ class Device:
         probe); calling its next boot a power loss would be false.  Without
         a shell, the reset cause at the next boot is the only witness.
         """
+        said = self._answers()
+        if said is not None:
+            raise PowerStillOn(f"the device still answered on its console ({said!r}) {held:.1f} s after the "
+                               "power switch turned it off: power was not cut (a relay that did not open, or a "
+                               "second supply path: USB, a battery, a debug probe)")
+
+    #: how long a shell gets to answer Enter when asked whether the device still runs
+    ANSWER_WAIT = 1.0
+
+    def _answers(self) -> str | None:
+        """What the device's shell says to Enter (its prompt, an echo), or None if nothing answers.
+
+        Only a device with a shell can be asked; a quiet one (or a port that
+        went with the power) answers None.
+        """
         fw = self.spec.firmware
         if not fw.prompt or fw.autoconnect:
-            return
+            return None
         mark, before = self.console.mark(), self.console.pending
         try:
             self.console.send("")
         except HarnessError:
-            return                  # the port went with the power: as it should
-        time.sleep(0.5)
-        answer = [ln.text for ln in self.console.since(mark) if ln.text.strip()]
-        if answer or self.console.pending != before:
-            said = answer[0] if answer else self.console.pending.decode("utf-8", "replace").strip()
-            raise PowerStillOn(f"the device still answered on its console ({said!r}) {held + 0.5:.1f} s after the "
-                               "power switch turned it off: power was not cut (a relay that did not open, or a "
-                               "second supply path: USB, a battery, a debug probe)")
+            return None
+        deadline = clock.now() + self.ANSWER_WAIT
+        while clock.now() < deadline:
+            time.sleep(0.05)
+            answer = [ln.text for ln in self.console.since(mark) if ln.text.strip()]
+            if answer:
+                return answer[0]
+            if self.console.pending != before and self.console.pending.strip():
+                return self.console.pending.decode("utf-8", "replace").strip()
+        return None
 
     # -- evidence window ---------------------------------------------------
     def stored_sizes(self, start: float, end: float) -> list[int]:

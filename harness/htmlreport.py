@@ -93,7 +93,10 @@ class ScenarioRun:
 
     @property
     def anchor(self) -> str:
-        return "sc-" + re.sub(r"[^A-Za-z0-9_-]+", "_", self.dir.name)
+        # With several rigs each rig has a folder of this name: the rig the test id names tells them apart.
+        rig = str(self.result.get("rig") or "")
+        tail = f"-{rig}" if rig and self.nodeid.endswith((f"-{rig}]", f"[{rig}]")) else ""
+        return "sc-" + re.sub(r"[^A-Za-z0-9_-]+", "_", self.dir.name + tail)
 
     def order(self) -> tuple[int, str]:
         """Failures first, then bench errors, then the rest; by name within each."""
@@ -338,10 +341,24 @@ def _cuts(sc: ScenarioRun) -> list[tuple[float, float | None, str]]:
     return out
 
 
+def _refs(fig: Any, row: int) -> tuple[str, str]:
+    """The x and y axis references (``x2``, ``y3``) of a subplot, as a layout shape or annotation names them."""
+    sub = fig.get_subplot(row, 1)
+    return sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
+
+
 def _power_shapes(fig: Any, sc: ScenarioRun, t: float) -> None:
-    for off, on, text in _cuts(sc):
-        x1 = (float(on) if on is not None else sc.end) - t
-        fig.add_vrect(x0=off - t, x1=x1, fillcolor="#888", opacity=0.18, line_width=0, row="all", col=1)
+    """A grey band over both subplots while the power was off.
+
+    Set as one list: plotly's ``add_vrect``/``add_shape`` copy and revalidate
+    every shape already there on each call, so a 200-cut soak took minutes.
+    """
+    refs = [_refs(fig, row) for row in (1, 2)]
+    shapes = [{"type": "rect", "x0": off - t, "x1": (float(on) if on is not None else sc.end) - t,
+               "xref": xref, "yref": f"{yref} domain", "y0": 0, "y1": 1, "fillcolor": "#888", "opacity": 0.18,
+               "line": {"width": 0}} for off, on, _ in _cuts(sc) for xref, yref in refs]
+    if shapes:
+        fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
 
 
 def _event_traces(fig: Any, go: Any, sc: ScenarioRun, t: float) -> None:
@@ -381,15 +398,18 @@ def _handshake_traces(fig: Any, go: Any, sc: ScenarioRun, t: float) -> None:
                                             for r in recs],
                                  hoverinfo="x+text", marker={"symbol": symbol, "size": 12, "color": color}),
                       row=2, col=1)
-    sub = fig.get_subplot(2, 1)
-    xref, yref = sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
+    xref, yref = _refs(fig, 2)
+    arrows = []
     for arrow in lineage_arrows(sc.records):
         if arrow.src not in pos or arrow.dst not in pos:
             continue
         (x0, y0), (x1, y1) = pos[arrow.src], pos[arrow.dst]
-        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref=xref, yref=yref, axref=xref, ayref=yref, text="",
-                           showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, standoff=7, startstandoff=7,
-                           arrowcolor="#2ca02c" if arrow.resumed else "#999", hovertext=arrow.note)
+        arrows.append({"x": x1, "y": y1, "ax": x0, "ay": y0, "xref": xref, "yref": yref, "axref": xref,
+                       "ayref": yref, "text": "", "showarrow": True, "arrowhead": 2, "arrowsize": 1.2,
+                       "arrowwidth": 1.5, "standoff": 7, "startstandoff": 7, "hovertext": arrow.note,
+                       "arrowcolor": "#2ca02c" if arrow.resumed else "#999"})
+    if arrows:      # one list, not add_annotation per arrow (see _power_shapes)
+        fig.update_layout(annotations=[*fig.layout.annotations, *arrows])
 
 
 # -- html ---------------------------------------------------------------------------

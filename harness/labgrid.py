@@ -280,7 +280,7 @@ class PlaceSession:
         without touching the power: the caller decides the power at teardown itself.
         """
         if power_off_on_exit and not guard:
-            raise ValueError("power_off_on_exit needs the release guard (guard=True): it is the guard that switches off")
+            raise ValueError("power_off_on_exit needs the release guard (guard=True): the guard switches off")
         self.place = place
         self.coordinator = coordinator
         self.wait = wait

@@ -154,10 +154,12 @@ class Bench:
     supply: SimulatedSupply = field(init=False)
     uart: Uart = field(init=False)
     power: PowerDomain = field(init=False)
-    device: str = "off"        # off | running | halted (powered, firmware not running)
+    #: off | running | halted (powered, firmware not running) | enumerating (cdc-wait: waiting for a host)
+    device: str = "off"
     state: str = "off"         # what the firmware last reported
     death_min: float = 0.0     # lowest rail since the device died
     boots: int = 0
+    _cause: str = "power-on"   # the reset cause of the boot waiting for a host (cdc-wait)
     _own_workdir: bool = False
     _server: _ScpiServer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -190,7 +192,8 @@ class Bench:
                                              "uart-gone": self._uart_gone, "exit": self._exit},
                                 fired_path=self.workdir / "faults.fired")
         self.supply.on_output_on = lambda ch: self.faults.event("on")
-        self.uart = Uart(self.uart_link, vanish=cfg.uart_mode == "vanish", garbage=cfg.garbage)
+        self.uart = Uart(self.uart_link, vanish=cfg.uart_mode in ("vanish", "cdc-wait"),
+                         wait_host=cfg.uart_mode == "cdc-wait", garbage=cfg.garbage)
         values = dict(DEFAULT_SETTINGS, **cfg.settings)
         values.update(flash=str(self.flash_path), variant=cfg.variant)
         self.power = PowerDomain(cfg.firmware, values, self.workdir, env=dict(cfg.env))
@@ -244,11 +247,15 @@ class Bench:
                 self.device, self.state = "halted", "off"
                 self.uart.say(f"*** sim: firmware exited with status {status} (see {self.power.log_file.name}) "
                               "***")
-        if self.device in ("running", "halted") and low < cfg.brownout:
-            self.power.kill()
+        if self.device in ("running", "halted", "enumerating") and low < cfg.brownout:
+            if self.device != "enumerating":
+                self.power.kill()
             self.uart.power_down()
             self.device, self.state, self.death_min = "off", "off", low
             log.info("rail %.3f V < brown-out %.2f V: device lost power", low, cfg.brownout)
+        elif self.device == "enumerating":
+            if self.uart.host_open():
+                self._start_firmware(self._cause)
         elif self.device == "off":
             self.death_min = min(self.death_min, low)
             if output and rail >= cfg.brownout:
@@ -279,6 +286,15 @@ class Bench:
         cause = "power-on" if self.death_min < self.config.por else "brown-out"
         self.boots += 1
         self.faults.event("boot")
+        if self.uart.wait_host:
+            # The USB port is up (the node appears); the firmware waits for a host to open it.
+            self.uart.power_up()
+            self.device, self.state, self._cause = "enumerating", "off", cause
+            log.info("device powered (reset cause %s); waiting for a host to open its USB port", cause)
+            return
+        self._start_firmware(cause)
+
+    def _start_firmware(self, cause: str) -> None:
         fd = self.uart.power_up()
         try:
             self.power.start(fd, cause)
@@ -317,7 +333,9 @@ def parse_args(argv: list[str]) -> BenchConfig:
                         "--hold 5\" adds personality options to the default firmware (see python -m "
                         "devices.sim.firmware --help)")
     p.add_argument("--variant", default="correct")
-    p.add_argument("--uart-mode", choices=["stable", "vanish"], default="stable")
+    p.add_argument("--uart-mode", choices=["stable", "vanish", "cdc-wait"], default="stable",
+                   help="stable: a USB-UART adapter; vanish: native USB, the port exists only while powered; "
+                        "cdc-wait: native USB and the firmware prints nothing until a host opens the port")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="placeholder value for the firmware command (e.g. ca=/path/ca.pem, "
                         "extra='--app mqtt', or any KEY a --firmware template names)")

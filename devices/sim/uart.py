@@ -15,12 +15,18 @@ with pyserial exactly like a USB-serial adapter; the firmware gets the
 * ``vanish`` mode models native USB CDC: while unpowered the node and the
   symlink disappear (open handles see a hang-up), and power-up creates a
   new node behind the same symlink.
+* ``wait_host`` (``--uart-mode cdc-wait``) adds what CDC-ACM firmware often
+  does: it prints nothing until the host opens the port (Zephyr's CDC ACM
+  samples wait for DTR, Arduino sketches for ``while (!Serial)``).  The
+  bench then holds no slave handle of its own until a host opens the port,
+  so the master sees a hang-up (POLLHUP) until then: that is how it knows.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import time
 import tty
 from dataclasses import dataclass
@@ -35,6 +41,8 @@ GARBAGE = b"\xff\x00\xf8\x80\xfe"
 class Uart:
     link: Path
     vanish: bool = False
+    #: hold the firmware until a host opens the port (see the module docstring)
+    wait_host: bool = False
     garbage: bytes = GARBAGE
     master: int | None = None
     slave: int | None = None
@@ -59,6 +67,31 @@ class Uart:
         os.symlink(self.node, tmp)
         os.replace(tmp, self.link)
         log.info("uart: %s -> %s", self.link, self.node)
+        if self.wait_host:
+            os.close(slave)         # until a host opens it, nobody has the slave open: the master sees POLLHUP
+            self.slave = None
+
+    def host_open(self) -> bool:
+        """Whether a host has the port open now (``wait_host``); keeps a handle of the bench's own from then on.
+
+        The bench's own handle keeps the firmware's reads from failing with EIO
+        while the host closes and reopens the port (ser2net does, per client).
+        """
+        if self.master is None:
+            return False
+        if self.slave is not None:
+            return True
+        poller = select.poll()
+        poller.register(self.master, select.POLLHUP)
+        if any(ev & select.POLLHUP for _, ev in poller.poll(0)):
+            return False
+        try:
+            self.slave = os.open(self.node or "", os.O_RDWR | os.O_NOCTTY)
+        except OSError as exc:
+            log.warning("uart: cannot keep %s open: %s", self.node, exc)
+            return False
+        log.info("uart: a host opened %s", self.node)
+        return True
 
     def close(self) -> None:
         """Remove the link and the pty: open slave handles see a hang-up."""

@@ -241,12 +241,14 @@ def test_guard_releases_even_when_the_power_cannot_be_switched(lab: Lab, tmp_pat
                                     f"    host: '{dead_switch}'\n    index: 0\n")
     lab.create_place("rig-deadpower", "deadpower/deadpower/*")
     no_such_pid = "999999999"  # above any pid_max: a run that has already ended
+    # --retry-for 4: the first attempt (imports, a coordinator session) takes 1-2 s, so the switch is tried again
     for place in ("rig-deadpower", "rig-udev"):  # a switch that does not answer; no power port at all
         session = PlaceSession(place, lab.address, guard=False)
         session.acquire()
         try:
-            done = subprocess.run([sys.executable, "-m", "harness.labgrid", "guard", "--pid", no_such_pid, "--place", place, "--coordinator", lab.address, "--holder", session.acquired_as,
-                                   "--since", repr(session.acquired_since), "--power-off", "--retry-for", "1"],
+            done = subprocess.run([sys.executable, "-m", "harness.labgrid", "guard", "--pid", no_such_pid,
+                                   "--place", place, "--coordinator", lab.address, "--holder", session.acquired_as,
+                                   "--since", repr(session.acquired_since), "--power-off", "--retry-for", "4"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=60)
             text = done.stdout + done.stderr
             assert done.returncode == 0, text

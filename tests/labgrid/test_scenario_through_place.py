@@ -2,7 +2,8 @@
 the exporter's ser2net (RFC 2217), follows the port to its new TCP port after every power cut, and releases
 the place at the end.
 
-The simulated bench runs in ``vanish`` UART mode (native USB CDC: the tty exists only while powered), and an
+The simulated bench runs in ``cdc-wait`` UART mode (native USB CDC: the tty exists only while powered, and
+the firmware prints nothing until the host opens the port, as Zephyr's CDC ACM samples wait for DTR), and an
 exporter with udev-like path watching (lg_udev_exporter.py) serves it: every power cut stops its ser2net,
 every power-up starts a new one on a new port, exactly what labgrid #1387 describes for a USB UART.
 Power is the device file's VISA supply (the simulated SCPI supply), as in a lab with LAN supplies, or
@@ -35,11 +36,13 @@ def _place_device_file(tmp: Path, place: str, coordinator: str, workdir: Path) -
     text = SIM.read_text()
     # The exporter serves a fixed /dev path, so the simulated bench works in a folder the test chose.
     text = text.replace('"--workdir", "{bench_dir}"', f'"--workdir", "{workdir}"', 1)
-    text = text.replace('"--uart-mode", "{sim_uart_mode}"', '"--uart-mode", "vanish"', 1)
+    # Native USB CDC firmware that waits for the host (DTR) before it prints: what an exporter can serve.
+    # One that prints at once loses its boot banner before the exporter serves the new port (README).
+    text = text.replace('"--uart-mode", "{sim_uart_mode}"', '"--uart-mode", "cdc-wait"', 1)
     text = re.sub(r'(?m)^console:\n  url: "\{bench.uart\}"\n', "console:\n  native_usb: true\n", text, count=1)
     text = re.sub(r"(?m)^name: sim$", "name: sim-labgrid", text, count=1)
     text += f"\nlabgrid:\n  place: {place}\n  coordinator: \"{coordinator}\"\n"
-    assert str(workdir) in text and "native_usb: true" in text and '"vanish"' in text
+    assert str(workdir) in text and "native_usb: true" in text and '"cdc-wait"' in text
     path = tmp / "sim-labgrid.yaml"
     path.write_text(text)
     return path
