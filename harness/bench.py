@@ -177,10 +177,22 @@ class Bench:
         log.info("labgrid place %s acquired from %s", lg.place, lg.coordinator)
 
     def release_place(self) -> None:
-        """Let the labgrid place go (never raises: its guard releases it if the coordinator is away now)."""
-        if self.place is not None:
-            place, self.place = self.place, None
-            place.release()
+        """Let the labgrid place go (never raises: its guard releases it if the coordinator is away now).
+
+        Not while the place's own power switch could not be confirmed off: a
+        released place goes back to the pool as it is.  Its guard then stays,
+        and switches the power off and releases the place once this process
+        has ended (harness.labgrid).
+        """
+        if self.place is None:
+            return
+        place, self.place = self.place, None
+        lg = self.spec.labgrid
+        if self.health.unsafe is not None and lg is not None and lg.power == "labgrid":
+            log.error("labgrid place %s kept: its power is not confirmed off (%s); its guard switches it off and "
+                      "releases it when this run ends", lg.place, self.health.unsafe)
+            return
+        place.release()
 
     def _open_console(self) -> None:
         c = self.spec.console

@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol
 from . import clock
 from .devicefile import CommandSpec, DeviceSpec, fill
 from .consolerecords import ConsoleError
-from .errors import BenchTimeout, ConsoleLost, HarnessError
+from .errors import BenchError, BenchTimeout, ConsoleLost, HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ class ConsoleLike(Protocol):
 
 class BootError(HarnessError):
     """Power came back but the device did not reach its boot-ready line."""
+
+
+#: reset causes that show the power really went away.  Not brown-out: a brown-out reset keeps retention
+#: RAM (ESP32 RTC memory, .noinit/backup SRAM), so firmware that kept its session there would pass.
+POWER_LOSS_CAUSES = ("power-on",)
+
+
+def _words(text: str) -> bool:
+    """Text a shell would print (a prompt, an echo), not the noise of a line floating or back-powered."""
+    return sum(ch.isalnum() for ch in text) >= 2 and all(ch.isprintable() or ch.isspace() for ch in text)
 
 
 class PowerStillOn(HarnessError):
@@ -209,11 +219,25 @@ class Device:
         self.powered = True
         if not wait_boot:
             return None
+        return self.boot_after(mark, timeout)
+
+    def boot_after(self, mark: int, timeout: float | None = None) -> Boot:
+        """The boot after power came back; after a cut by a switch that measures nothing, also its evidence.
+
+        A switch cannot show the rail went down, so the boot must: its reset
+        cause must be a power-on reset, and a device that did not boot but
+        still answers on its shell never lost power.  Either is raised as
+        :class:`PowerStillOn` (``power-not-cut``), whatever the scenario
+        expects next, so no verdict can rest on a cut that did not happen.
+        """
+        last = self.cuts[-1] if self.cuts else None
+        switched = last is not None and last.kind == "switched"
         try:
-            return self.wait_boot(mark, timeout)
+            boot = self.wait_boot(mark, timeout)
         except BootError:
-            last = self.cuts[-1] if self.cuts else None
-            answer = self._answers() if last is not None and last.kind == "switched" else None
+            rebooted = any(re.search(self.spec.firmware.reset_cause or "(?!)", ln.text)
+                           for ln in self.console.since(mark))
+            answer = self._answers() if switched and not rebooted else None
             if answer is not None:
                 # No boot because there was nothing to boot from: the device kept its power.
                 raise PowerStillOn(f"no boot after power came back, and the device answers on its console "
@@ -221,6 +245,13 @@ class Device:
                                    "that did not open, or a second supply path: USB, a battery, a debug probe)") \
                     from None
             raise
+        if switched and boot.cause not in POWER_LOSS_CAUSES:
+            seen = f"its reset cause was {boot.cause!r}" if boot.cause else "it printed no reset cause"
+            raise PowerStillOn(f"power loss not shown: the power switch measures nothing, and after it the device "
+                               f"rebooted but {seen}, not a power-on reset (a relay that did not open, a second "
+                               "supply path, or firmware.reset_causes does not map its power-on reset to "
+                               "power-on)")
+        return boot
 
     def wait_boot(self, mark: int, timeout: float | None = None) -> Boot:
         fw = self.spec.firmware
@@ -340,11 +371,12 @@ class Device:
         deadline = clock.now() + self.ANSWER_WAIT
         while clock.now() < deadline:
             time.sleep(0.05)
-            answer = [ln.text for ln in self.console.since(mark) if ln.text.strip()]
+            answer = [ln.text for ln in self.console.since(mark) if _words(ln.text)]
             if answer:
                 return answer[0]
-            if self.console.pending != before and self.console.pending.strip():
-                return self.console.pending.decode("utf-8", "replace").strip()
+            pending = self.console.pending.decode("utf-8", "replace").strip()
+            if self.console.pending != before and _words(pending):
+                return pending
         return None
 
     # -- evidence window ---------------------------------------------------
@@ -441,10 +473,13 @@ class Device:
             trig.cancel()
             if not fired:
                 raise CutNotSeen(f"cut_power_when: {armed.what} never appeared, so power was never cut there")
-            if getattr(trig, "error", None) is not None:
-                raise HarnessError(f"cut_power_when: the cut after {armed.what} failed: {trig.error}")
+            error = getattr(trig, "error", None)
+            if isinstance(error, BenchError):
+                raise error             # the supply failed, not the firmware: a bench error stays one
+            if error is not None:
+                raise HarnessError(f"cut_power_when: the cut after {armed.what} failed: {error}")
         last = self.cuts[-1] if self.cuts else None
-        if last is not None and last.on_mono is None and not last.verified:
+        if last is not None and last.on_mono is None and not last.verified and last.kind != "switched":
             s = self.spec.supply
             self.supply.off(discharge_below=s.discharge_below, min_off=s.min_off, timeout=s.discharge_timeout)
             last.verified = getattr(self.supply, "measures", True)

@@ -39,7 +39,7 @@ _FAIL_CODE = re.compile(r"\bFAIL \[([a-z0-9-]+)\]")
 
 # -- one run's results -------------------------------------------------------------
 
-def read_results(run_root: Path) -> list[dict[str, Any]]:
+def read_results(run_root: Path, run_id: str | None = None) -> list[dict[str, Any]]:
     """Every scenario result under ``run_root`` (its ``result.json``), with ``dir`` set to where it was found.
 
     ``dir`` is the folder read, not the ``run_dir`` written inside: a run
@@ -50,6 +50,8 @@ def read_results(run_root: Path) -> list[dict[str, Any]]:
     out = [data for data in _json_files(run_root, "result.json")
            # an attempt lost to a bench error and retried: the scenario's own result counts
            if not any(part.startswith("attempt-") for part in Path(data["dir"]).relative_to(run_root).parts)]
+    if run_id is not None:
+        return [data for data in out if data.get("run_id") == run_id]
     return _latest_run(out)
 
 

@@ -1,7 +1,8 @@
-"""Power through a switch that measures nothing: a labgrid place's power driver (a PDU outlet, a relay, a USB hub port).
+"""Power through a switch that measures nothing: a labgrid place's network power driver (a PDU outlet, a relay).
 
 Why it exists: labs without a programmable supply per rig still cut power,
-with the PDU or relay board their labgrid places already control.  Such a
+with the network PDU or relay board their labgrid places already control
+(a ``NetworkPowerPort``).  Such a
 switch can say on or off and nothing else: no rail voltage, no current, no
 protection, no set-point.  So the harness cannot verify that the rail
 discharged; it falls back to the device's own testimony, its reset cause
@@ -22,13 +23,14 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from . import clock
-from .errors import HarnessError
+from .errors import HarnessError, SupplyUnreachable
 from .supply import PowerEvent, SupplyLog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NotMeasured(HarnessError):
@@ -50,8 +52,10 @@ class SwitchedPower:
     measures = False
 
     def __init__(self, switch: Switch, name: str, *, log_path: Path | None = None,
-                 safe_state: dict[str, Any] | None = None):
+                 safe_state: dict[str, Any] | None = None, timeout: float = 20.0):
         self.switch = switch
+        #: seconds one request to the switch may take
+        self.timeout = timeout
         self.resource = name
         self._name = name
         self.safe_state = dict(safe_state or {"output": "off"})
@@ -95,18 +99,59 @@ class SwitchedPower:
         raise NotMeasured(f"{self._name}: a power switch cannot set a voltage (a brown-out needs a programmable "
                           "supply)")
 
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        """One request to the switch, bounded: labgrid's HTTP power models wait forever on a switch that hangs.
+
+        A request still hanging after ``timeout`` is left to its thread and
+        reported as the supply being unreachable (a bench error), so a cut,
+        a teardown or Ctrl-C never waits on it.
+        """
+        done: list[Any] = []
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                done.append(action())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name=f"switch-{what}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise SupplyUnreachable(f"{self._name}: the power switch did not answer {what} within "
+                                    f"{self.timeout:.0f} s")
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    def _acquire(self) -> None:
+        if not self._lock.acquire(timeout=self.timeout + 1):
+            raise SupplyUnreachable(f"{self._name}: an earlier request to the power switch is still hanging")
+
     def on(self, settle: bool = True, tolerance: float = 0.1, timeout: float = 2.0) -> PowerEvent:
-        with self._lock:
+        self._acquire()
+        try:
             at = clock.now()
-            self.switch.power_on()
+            self._call("on", self.switch.power_on)
             return self._event("on", at, detail="switched on (no settling to measure)")
+        finally:
+            self._lock.release()
 
     def off(self, discharge_below: float | None = 0.3, min_off: float = 0.0, timeout: float = 5.0) -> PowerEvent:
-        """Switch off and hold it off ``min_off`` seconds; a discharge cannot be verified without a meter."""
-        with self._lock:
+        """Switch off and hold it off ``min_off`` seconds; a discharge cannot be verified without a meter.
+
+        The edge is stamped when the switch has answered, not when it was
+        asked: the device runs on through the request's latency, and a verdict
+        must not count what it did meanwhile as before the cut.
+        """
+        self._acquire()
+        try:
+            self._call("off", self.switch.power_off)
             at = clock.now()
-            self.switch.power_off()
             edge = self._event("off", at, detail="switched off (discharge not measurable)")
+        finally:
+            self._lock.release()
         if min_off > 0:
             time.sleep(max(0.0, at + min_off - clock.now()))
         return edge
@@ -114,13 +159,15 @@ class SwitchedPower:
     def safe(self) -> PowerEvent | None:
         if self.safe_state.get("output", "off") == "on":
             return self.on(settle=False)
-        with self._lock:
-            at = clock.now()
-            self.switch.power_off()
-            return self._event("safe", at, detail="output off")
+        self._acquire()
+        try:
+            self._call("off", self.switch.power_off)
+            return self._event("safe", clock.now(), detail="output off")
+        finally:
+            self._lock.release()
 
     def output_state(self) -> bool | None:
-        return self.switch.power_state()
+        return self._call("state", self.switch.power_state)
 
     def measure_voltage(self) -> float:
         raise NotMeasured(f"{self._name}: the power switch has no voltmeter")

@@ -94,14 +94,14 @@ def console_excerpt(lines: list[Any], cuts: list[Any], before: float = 2.0, afte
     return [f"{hhmmss(ln.mono)}  {ln.text}" for ln in chosen[-limit:]]
 
 
-def load_results(run_root: Path) -> list[ScenarioResult]:
-    """The results of the newest run under ``run_root``, as written by :func:`save_result` (keys it does not
-    know, from a newer or older harness, are left out)."""
+def load_results(run_root: Path, run_id: str | None = None) -> list[ScenarioResult]:
+    """The results under ``run_root`` as written by :func:`save_result`: those of ``run_id``, or of the newest
+    run (keys it does not know, from a newer or older harness, are left out)."""
     from .history import read_results
 
     names = {f.name for f in dataclasses.fields(ScenarioResult)}
     out = []
-    for data in read_results(run_root):
+    for data in read_results(run_root, run_id):
         try:
             out.append(ScenarioResult(**{k: v for k, v in data.items() if k in names}))
         except TypeError:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import RigBusy
+from .errors import BenchStartError, RigBusy
 
 log = logging.getLogger(__name__)
 
@@ -117,32 +117,38 @@ class RigLock:
         try:
             for key in self.keys:
                 fd = self._open(key)
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except OSError as exc:
-                        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                            os.close(fd)
-                            raise RigBusy(f"rig {self.rig}: cannot lock {self.path_of(key)}: {exc}") from None
-                    holder = read_holder(self.path_of(key))
-                    said = holder.text() if holder else "another process (no holder recorded)"
-                    if time.monotonic() >= deadline:
-                        os.close(fd)
-                        hint = "" if self.wait else "; wait for it with --rig-wait SECONDS"
-                        raise RigBusy(f"rig {self.rig} is in use ({key}) by {said}{hint}")
-                    if not told:
-                        told = True
-                        message = f"rig {self.rig}: waiting for {key}, held by {said}"
-                        log.warning("%s", message)
-                        if self.on_wait is not None:
-                            self.on_wait(message)
-                    time.sleep(self.poll)
+                try:
+                    told = self._take(key, fd, deadline, told)
+                except BaseException:
+                    os.close(fd)            # Ctrl-C while waiting included
+                    raise
                 self._held.append((key, fd))
                 self._write_holder(fd)
         except BaseException:
             self.release()
             raise
+
+    def _take(self, key: str, fd: int, deadline: float, told: bool) -> bool:
+        """flock ``fd``, waiting until ``deadline``; raise :class:`RigBusy` naming the holder.  Returns ``told``."""
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return told
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise BenchStartError(f"rig {self.rig}: cannot lock {self.path_of(key)}: {exc}") from None
+            holder = read_holder(self.path_of(key))
+            said = holder.text() if holder else "another process (no holder recorded)"
+            if time.monotonic() >= deadline:
+                hint = "" if self.wait else "; wait for it with --rig-wait SECONDS"
+                raise RigBusy(f"rig {self.rig} is in use ({key}) by {said}{hint}")
+            if not told:
+                told = True
+                message = f"rig {self.rig}: waiting for {key}, held by {said}"
+                log.warning("%s", message)
+                if self.on_wait is not None:
+                    self.on_wait(message)
+            time.sleep(self.poll)
 
     def release(self) -> None:
         """Let go of every key (the holder text stays: it is overwritten by the next holder)."""
@@ -156,25 +162,37 @@ class RigLock:
     def _make_dir(self) -> None:
         try:
             self.lock_dir.mkdir(parents=True, exist_ok=True)
-            # Every user of the lab PC locks here: world-writable with the sticky bit, like /tmp.
+            # Every user of the lab PC locks here.  World-writable without the sticky bit: with
+            # fs.protected_regular (systemd's default) an O_CREAT open of another user's file in a sticky
+            # folder fails, even when the file is there to be shared.
             if self.lock_dir.stat().st_uid == os.getuid():
-                os.chmod(self.lock_dir, 0o1777)
+                os.chmod(self.lock_dir, 0o777)
         except OSError as exc:
-            raise RigBusy(f"rig {self.rig}: cannot use the lock folder {self.lock_dir}: {exc} "
-                          f"(set {LOCK_DIR_ENV} or --lock-dir)") from None
+            raise BenchStartError(f"rig {self.rig}: cannot use the lock folder {self.lock_dir}: {exc} "
+                                  f"(set {LOCK_DIR_ENV} or --lock-dir)") from None
 
     def _open(self, key: str) -> int:
+        """Open the key's lock file, creating it only if it is not there (never O_CREAT on another's file)."""
         path = self.path_of(key)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise RigBusy(f"rig {self.rig}: cannot open the lock {path}: {exc}") from None
-        try:
-            if os.fstat(fd).st_uid == os.getuid():
+        for _ in range(3):
+            try:
+                return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise BenchStartError(f"rig {self.rig}: cannot open the lock {path}: {exc}") from None
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue                    # another run created it meanwhile: open theirs
+            except OSError as exc:
+                raise BenchStartError(f"rig {self.rig}: cannot create the lock {path}: {exc}") from None
+            try:
                 os.fchmod(fd, 0o666)        # the next holder may be another user
-        except OSError:
-            pass
-        return fd
+            except OSError:
+                pass
+            return fd
+        raise BenchStartError(f"rig {self.rig}: the lock {path} keeps appearing and vanishing")
 
     def _write_holder(self, fd: int) -> None:
         try:

@@ -84,6 +84,14 @@ def plan(paths: Sequence[Path], load: Callable[[Path], DeviceSpec] = devicefile.
         base = spec.name if len(by_name[spec.name]) == 1 else path.stem
         name = base if copies[path] == 1 else f"{base}#{seen[path]}"
         out.append(RigEntry(name=name, path=path, spec=spec, instance=seen[path], copies=copies[path]))
+    # Two rigs of one run that drive the same thing would refuse each other (or worse, share it).
+    holder: dict[str, str] = {}
+    for rig in out:
+        for key in lock_keys(rig, dict(rig.spec.variables)):
+            if key in holder:
+                raise ConfigError("--device", None, None, f"rigs {holder[key]} and {rig.name} both drive {key}: "
+                                  "give each rig its own supply, console and place")
+            holder[key] = rig.name
     names = [r.name for r in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -376,8 +376,8 @@ def rail_stayed_up(cut: CutEvidence) -> Verdict | None:
                    cause=_NOT_CUT_CAUSE, records=cut.shown, lines=cut.around)
 
 
-#: reset causes that show the rail really went away (a slowly decaying rail may trip the brown-out detector first)
-POWER_LOSS_CAUSES = ("power-on", "brown-out")
+#: reset causes that show the rail really went away (harness.device.POWER_LOSS_CAUSES says why not brown-out)
+POWER_LOSS_CAUSES = ("power-on",)
 
 
 def switch_without_power_on_reset(cut: CutEvidence) -> Verdict | None:

@@ -10,6 +10,7 @@ runs in well under a minute.  ``pytest tests`` runs both.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # harness's tests neither wait for nor block a scenario run on the same machine (tests/lab/test_rigs.py
     # gives each of its children a lock folder explicitly).
     if "TLS_HIL_LOCK_DIR" not in os.environ:
-        os.environ["TLS_HIL_LOCK_DIR"] = tempfile.mkdtemp(prefix="tls-hil-test-locks-")
+        folder = tempfile.mkdtemp(prefix="tls-hil-test-locks-")
+        os.environ["TLS_HIL_LOCK_DIR"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 #: the firmware variant whose default-suite run two tests share: the variant matrix judges its cells and the

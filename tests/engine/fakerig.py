@@ -81,6 +81,8 @@ class FakeConsole:
         self._triggers: list[FakeTrigger] = []
         self._guards: list[re.Pattern] = []
         self._violation: tuple[str, Line] | None = None
+        #: a partial line (a prompt): the fake shell ends every line it prints
+        self.pending = b""
 
     def emit(self, text: str) -> None:
         now = clock.now()

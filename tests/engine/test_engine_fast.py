@@ -284,3 +284,73 @@ def test_a_repeated_connect_needs_a_shell(tmp_path: Path) -> None:
              "        - expect_server: connected\n")
     with pytest.raises(ScenarioSkip, match="reconnects without a power cycle"):
         run(tmp_path, steps, spec_text=AUTO)
+
+
+# -- a power switch that measures nothing (labgrid.power: labgrid) -------------------------------------------
+
+SWITCHED = SIM.read_text() + "\nlabgrid:\n  place: rig1\n  coordinator: 'h:1'\n  power: labgrid\n  off_time: 0.01\n"
+SWITCHED = SWITCHED.replace(SWITCHED[SWITCHED.index("supply:\n"):SWITCHED.index("\nconsole:")],
+                            "supply:\n  safe_state: {output: off}\n")
+
+
+class _Switch:
+    """The fake supply behind a switch: on and off, nothing measured, and the reset cause it leaves."""
+
+    measures = False
+
+    def __init__(self, supply, cause: str, stuck: bool = False):
+        self.supply, self.cause, self.stuck = supply, cause, stuck
+        self.events = supply.events
+
+    def on(self, settle: bool = True, tolerance: float = 0.1, timeout: float = 2.0) -> None:
+        self.supply.output = True
+        self.supply._event("on")
+        if self.supply.firmware is not None and not self.supply.firmware.running:
+            self.supply.firmware.power_up(self.cause)
+
+    def off(self, discharge_below=None, min_off: float = 0.0, timeout: float = 5.0) -> None:
+        self.supply.output = False
+        self.supply._event("off")
+        if not self.stuck and self.supply.firmware is not None:
+            self.supply.firmware.die()
+
+    def measure_voltage(self) -> float:
+        from harness.powerswitch import NotMeasured
+        raise NotMeasured("no meter")
+
+    def safe(self) -> None:
+        self.off()
+
+
+def run_switched(tmp: Path, steps: str, cause: str = "power-on", stuck: bool = False) -> tuple[str, Engine]:
+    path = tmp / "s.yaml"
+    path.write_text("schema: 1\nname: s\ndescription: d\nsteps:\n" + textwrap.dedent(steps))
+    spec_path = tmp / "dev.yaml"
+    spec_path.write_text(SWITCHED)
+    spec = devicefile.load(spec_path)
+    rig, _ = make_rig(spec, tmp)
+    rig.supply = rig.device.supply = _Switch(rig.supply, cause, stuck)
+    engine = Engine(rig, load(path), {})
+    try:
+        engine.run()
+    except ScenarioFailure as exc:
+        return str(exc.code), engine
+    return "pass", engine
+
+
+CONSISTENT = START + "  - power_cycle:\n  - connect: {version: tls1.3}\n  - expect_server: consistent\n"
+
+
+@pytest.mark.parametrize("steps", [RESUME, CONSISTENT], ids=["resumed", "consistent"])
+def test_a_switched_cut_counts_only_with_a_power_on_reset(tmp_path: Path, steps: str) -> None:
+    """Whatever the scenario expects, a cut by a switch that measures nothing rests on the next boot's reset."""
+    assert run_switched(tmp_path, steps)[0] == "pass"
+    for cause in ("brown-out", "watchdog"):
+        code, engine = run_switched(tmp_path, steps, cause=cause)
+        assert code == Code.POWER_NOT_CUT, (cause, engine.trace.steps[-3:])
+
+
+def test_a_switched_scenario_that_needs_a_known_cut_moment_is_skipped(tmp_path: Path) -> None:
+    steps = START + "  - cut_power_when: {after: connect, delay: 0.1}\n  - connect: {version: tls1.3}\n"
+    with pytest.raises(ScenarioSkip, match="cut_power_when needs a supply"):
+        run_switched(tmp_path, steps)

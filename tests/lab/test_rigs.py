@@ -189,3 +189,27 @@ def test_rig_names_for_copies_globs_and_shared_names(tmp_path: Path) -> None:
     globbed = expand(["devices/sim-app-*.yaml"], cwd=ROOT)
     assert [p.name for p in globbed] == sorted(p.name for p in (ROOT / "devices").glob("sim-app-*.yaml"))
     assert len(globbed) >= 3
+
+
+def test_a_busy_rig_stops_a_run_of_several_before_any_worker_starts(tmp_path: Path) -> None:
+    """Otherwise its worker would refuse its share of the scenarios while the other rigs idle."""
+    with RigLock("holder", [f"device:{SIM}#2"], tmp_path / "locks"):
+        proc = subprocess.run([os.sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                               "--device", str(SIM), "--device", str(SIM), "--lock-dir", str(tmp_path / "locks"),
+                               "--run-dir", str(tmp_path / "runs"),
+                               str(ROOT / "scenarios" / "first_boot_full_handshake.yaml")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"rig sim#2 is in use (device:{SIM}#2) by pid {os.getpid()}" in proc.stderr
+    assert "leave the rig out of --device, or wait: --rig-wait SECONDS" in proc.stderr
+    assert not (tmp_path / "runs").exists()            # nothing started, nothing written
+
+
+def test_two_rigs_that_drive_one_supply_are_refused(tmp_path: Path) -> None:
+    first = ROOT / "devices" / "esp32_rigol_dp832.yaml"
+    second = tmp_path / "same-supply.yaml"
+    second.write_text(first.read_text().replace("name: esp32-devkitc-dp832", "name: other-board")
+                      .replace("usb-FTDI_FT232R_USB_UART_A50285BI", "usb-FTDI_OTHER"))
+    with pytest.raises(Exception, match=r"rigs esp32-devkitc-dp832 and other-board both drive "
+                                        r"supply:TCPIP::192.168.10.21::5555::SOCKET"):
+        plan(expand([str(first), str(second)]))
