@@ -99,9 +99,14 @@ class Pty:
 
 
 class PowerSwitch:
-    """labgrid's ``simplerest`` power model: GET /relay/{index}/{value} switches, GET /relay/{index} reads."""
+    """labgrid's ``simplerest`` power model: GET /relay/{index}/{value} switches, GET /relay/{index} reads.
 
-    def __init__(self) -> None:
+    ``act(index, on)`` and ``read(index)`` put something behind the relay
+    (the simulated supply's output); without them it only keeps its state.
+    """
+
+    def __init__(self, act: Callable[[int, bool], None] | None = None,
+                 read: Callable[[int], bool] | None = None) -> None:
         self.state: dict[int, bool] = {}
         self.requests: list[str] = []
         switch = self
@@ -110,13 +115,20 @@ class PowerSwitch:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 switch.requests.append(self.path)
                 parts = self.path.strip("/").split("/")
-                if len(parts) == 3 and parts[0] == "relay" and parts[2] in ("0", "1"):
-                    switch.state[int(parts[1])] = parts[2] == "1"
-                    body = b"ok"
-                elif len(parts) == 2 and parts[0] == "relay":
-                    body = b"1" if switch.state.get(int(parts[1])) else b"0"
-                else:
-                    self.send_error(404)
+                try:
+                    if len(parts) == 3 and parts[0] == "relay" and parts[2] in ("0", "1"):
+                        if act is not None:
+                            act(int(parts[1]), parts[2] == "1")
+                        switch.state[int(parts[1])] = parts[2] == "1"
+                        body = b"ok"
+                    elif len(parts) == 2 and parts[0] == "relay":
+                        on = read(int(parts[1])) if read is not None else switch.state.get(int(parts[1]))
+                        body = b"1" if on else b"0"
+                    else:
+                        self.send_error(404)
+                        return
+                except OSError as exc:
+                    self.send_error(503, str(exc))
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))

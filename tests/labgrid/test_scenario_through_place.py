@@ -12,20 +12,18 @@ Power is the device file's VISA supply (the simulated SCPI supply), as in a lab 
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from harness.labgrid import CoordinatorClient
 
-from lgkit import Lab, free_port
+from lgkit import Lab, PowerSwitch, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM = ROOT / "devices" / "sim.yaml"
@@ -107,34 +105,9 @@ class ScpiRelay:
     def __init__(self, scpi_port: int, *, stuck_on: bool = False):
         self.scpi = ("127.0.0.1", scpi_port)
         self.stuck_on = stuck_on
-        self.requests: list[str] = []
-        relay = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                relay.requests.append(self.path)
-                parts = self.path.strip("/").split("/")
-                try:
-                    if len(parts) == 3 and parts[2] in ("0", "1"):
-                        relay.switch(parts[2] == "1")
-                        body = b"ok"
-                    else:
-                        body = b"1" if relay.scpi_query("OUTP? (@1)").strip() in ("1", "ON") else b"0"
-                except OSError as exc:
-                    self.send_error(503, str(exc))
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/relay/{{index}}/{{value}}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = PowerSwitch(act=lambda index, on: self.switch(on),
+                                read=lambda index: self.scpi_query("OUTP? (@1)").strip() in ("1", "ON"))
+        self.url, self.requests = self.http.url, self.http.requests
 
     def switch(self, on: bool) -> None:
         if on:
@@ -154,9 +127,7 @@ class ScpiRelay:
             return s.makefile().readline()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.http.close()
 
 
 def _switched_device_file(tmp: Path, place: str, coordinator: str, scpi_port: int) -> Path:
