@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -68,11 +70,12 @@ class LaunchedBench:
 def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> LaunchedBench:
     """Start ``argv`` (the filled ``bench.start``) and wait for its ready line."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if argv and shutil.which(argv[0]) is None:
+        raise HarnessError(f"bench.start: cannot run {argv[0]!r}: no such program (or not executable)")
     log_file = open(log_path, "ab")
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(_dying_with_us(argv), stdout=subprocess.PIPE, stderr=log_file,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
     except OSError as exc:
         raise HarnessError(f"bench.start: cannot run {argv[0]!r}: {exc}") from None
     finally:
@@ -123,19 +126,34 @@ def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str]
     return bench
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the process that started the bench dies.
+#: run by a fresh interpreter before it becomes the bench: argv[1] is our pid, the rest the bench's command
+_PDEATHSIG_SHIM = ("import ctypes, os, signal, sys\n"
+                   "try:\n"
+                   "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG\n"
+                   "except (OSError, AttributeError):\n"
+                   "    pass\n"
+                   "if os.getppid() != int(sys.argv[1]):\n"
+                   "    sys.exit(0)          # the harness died before the signal was armed\n"
+                   "try:\n"
+                   "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+                   "except OSError as exc:\n"
+                   "    sys.exit(f'bench.start: cannot run {sys.argv[2]!r}: {exc}')\n")
+
+
+def _dying_with_us(argv: list[str]) -> list[str]:
+    """The bench's command, run so that it gets SIGTERM when the process that started it dies.
 
     A SIGKILLed test process runs no teardown; without this the bench (and its
     pseudo-terminal and port) would live on.  The supply itself is covered by
-    the watchdog.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    the watchdog.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere the command as
+    given.  Armed by a small interpreter that then execs the bench (same pid),
+    not by a ``preexec_fn``: Python code between fork and exec in a process with
+    threads (labgrid's gRPC client has several) can deadlock or crash the child;
+    it did here, with SIGSEGV before the bench ever ran.
     """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *argv]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
