@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
 
 from harness.errors import BenchStartError, ConfigError, ConsoleLost, InstrumentError, SupplyUnreachable
+from harness.launcher import end_process
 
 _log = logging.getLogger(__name__)
 
@@ -397,13 +398,7 @@ class PlaceSession:
         guard, self.guard = self.guard, None
         if guard is None:
             return
-        if guard.poll() is None:
-            guard.terminate()
-            try:
-                guard.wait(3.0)
-            except subprocess.TimeoutExpired:
-                guard.kill()
-                guard.wait(3.0)
+        end_process(guard, 3.0)
 
     def _close(self) -> None:
         client, self._client = self._client, None

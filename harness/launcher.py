@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .devicefile import BenchSpec
 from .errors import HarnessError
@@ -45,14 +46,8 @@ class LaunchedBench:
         anything left in its process group is killed too.
         """
         proc = self.process
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("bench pid %d ignored SIGTERM; killing it", proc.pid)
-                proc.kill()
-                proc.wait(timeout)
+        if not end_process(proc, timeout):
+            log.warning("bench pid %d ignored SIGTERM; killed it", proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -65,6 +60,24 @@ class LaunchedBench:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def end_process(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """End a child by its own handle: SIGTERM, then SIGKILL if it is still there after ``timeout``.
+
+    Returns False when it had to be killed.  Its process group, if it has
+    one of its own, is the caller's to sweep.
+    """
+    if proc.poll() is not None:
+        return True
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+        return False
 
 
 def launch(spec: BenchSpec, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> LaunchedBench:

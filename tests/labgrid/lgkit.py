@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.labgrid import CoordinatorClient
+from harness.launcher import end_process
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -230,13 +231,7 @@ class Lab:
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):
             group = name.startswith("exporter-")
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            end_process(proc, 5)
             if group:
                 try:  # the ser2net children of this exporter, in the group we made for it
                     os.killpg(proc.pid, signal.SIGKILL)
